@@ -1,0 +1,129 @@
+"""`Camera`: an ophyd-async StandardDetector over an MMCore camera, writing zarr."""
+
+from __future__ import annotations
+
+import asyncio
+import numpy as np
+from ophyd_async.core import (
+    AsyncStatus,
+    PathProvider,
+    StandardDetector,
+    soft_signal_r_and_setter,
+    soft_signal_rw,
+)
+from pymmcore_plus import CMMCorePlus
+
+from ._camera_logic import CameraIO, MMAcquireLogic, MMTriggerLogic, ZarrDataLogic
+from ._frames import FrameCache
+from ._worker import CoreWorker
+
+
+def exposure_limits(core: CMMCorePlus, camera: str) -> tuple[float, float] | None:
+    """The camera's exposure limits in ms, or None if it reports none."""
+    if core.hasPropertyLimits(camera, "Exposure"):
+        return core.getPropertyLowerLimit(camera, "Exposure"), core.getPropertyUpperLimit(
+            camera, "Exposure"
+        )
+    return None
+
+
+def check_exposure(field: str, value: float, limits: tuple[float, float] | None) -> None:
+    """Raise a ValueError naming ``field`` if ``value`` (ms) is not a valid exposure."""
+    if value <= 0:
+        raise ValueError(f"{field}={value:g} ms must be > 0 ms")
+    if limits is not None and not limits[0] <= value <= limits[1]:
+        raise ValueError(
+            f"{field}={value:g} ms is outside the camera's exposure limits "
+            f"[{limits[0]:g}, {limits[1]:g}] ms: choose an exposure inside them"
+        )
+
+
+class Camera(StandardDetector):
+    """The microscope camera as a bluesky detector.
+
+    Each trigger snaps one frame at the current exposure (``prepare`` with
+    ``number_of_events > 1`` plus kickoff/complete runs a camera sequence instead). Frames
+    go to a zarr store per run, announced with ``stream_resource``/``stream_datum``
+    documents, and stay in memory in `frames` for the closed-loop analyzer.
+
+    :param core: the core whose current camera this is.
+    :param path_provider: where the zarr stores go (one per prepare after stage).
+    :param cache_size: how many recent frames `frames` keeps in memory.
+    :param pixel_size_um: pixel size in the sample (for the OME-Zarr scale); default
+        the core's current pixel size, else 1.
+    """
+
+    def __init__(
+        self,
+        core: CMMCorePlus,
+        path_provider: PathProvider,
+        *,
+        cache_size: int = 64,
+        pixel_size_um: float | None = None,
+        name: str = "",
+    ) -> None:
+        self._worker = CoreWorker.for_core(core)
+        self._label = core.getCameraDevice()
+        self.pixel_size_um = pixel_size_um
+        if not self._label:
+            raise ValueError("no camera: set the core's camera device first")
+        self.exposure = soft_signal_rw(
+            float, units="ms", getter=self._get_exposure, setter=self._set_exposure
+        )
+        self.frames = FrameCache(cache_size)
+        written, set_written = soft_signal_r_and_setter(int, 0)
+        self._io = CameraIO(cache=self.frames, set_written=set_written)
+        trigger = MMTriggerLogic(self.exposure)
+        self._acquire = MMAcquireLogic(self._worker, trigger, self._io)
+        self.add_detector_logics(
+            trigger,
+            self._acquire,
+            ZarrDataLogic(path_provider, self._io, written, self._geometry),
+        )
+        super().__init__(name=name)
+
+    @property
+    def exposure_limits(self) -> tuple[float, float] | None:
+        """Exposure limits in ms reported by the camera, or None."""
+        return self._worker.call(exposure_limits, self._worker.core, self._label)
+
+    async def _get_exposure(self) -> float:
+        return await self._worker.run(self._worker.core.getExposure)
+
+    async def _set_exposure(self, value: float) -> None:
+        core = self._worker.core
+        limits = await self._worker.run(exposure_limits, core, self._label)
+        check_exposure(f"{self.name or 'camera'}.exposure", value, limits)
+        await self._worker.run(core.setExposure, value)
+
+    async def _geometry(self) -> tuple[int, int, np.dtype, float]:
+        def query() -> tuple[int, int, np.dtype, float]:
+            core = self._worker.core
+            dtype = np.dtype(f"<u{core.getBytesPerPixel()}")
+            pixel = self.pixel_size_um or core.getPixelSizeUm() or 1.0
+            return core.getImageHeight(), core.getImageWidth(), dtype, pixel
+
+        return await self._worker.run(query)
+
+    async def _fail_fast(self, status: AsyncStatus) -> None:
+        """Await ``status`` but raise at once if the acquisition itself failed."""
+        failed = asyncio.ensure_future(self._acquire.failed.wait())
+        done, _ = await asyncio.wait({status.task, failed}, return_when=asyncio.FIRST_COMPLETED)
+        if status.task in done:
+            failed.cancel()
+            await status
+            return
+        status.task.cancel()
+        error = self._acquire.error
+        raise RuntimeError(f"{self.name or 'camera'} acquisition failed: {error}") from error
+
+    @AsyncStatus.wrap
+    async def trigger(self) -> None:
+        """Snap one frame; done when it is on disk and in `frames`."""
+        self._acquire.failed.clear()
+        await self._fail_fast(super().trigger())
+
+    @AsyncStatus.wrap
+    async def complete(self) -> None:
+        """Wait for a kicked-off sequence to be on disk."""
+        await self._fail_fast(super().complete())

@@ -1,0 +1,228 @@
+"""The three logic objects of `Camera`: trigger, acquire (snap or sequence), zarr data."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from event_model import DataKey
+from ophyd_async.core import (
+    DetectorAcquireLogic,
+    DetectorDataLogic,
+    DetectorTriggerLogic,
+    PathProvider,
+    SignalR,
+    SignalRW,
+    StreamableDataProvider,
+    StreamResourceDataProvider,
+    StreamResourceInfo,
+    TriggerInfo,
+)
+
+from ._frames import Frame, FrameCache
+from ._worker import CoreWorker
+from ._zarr_store import ZarrFrameWriter
+
+_SEQUENCE_POLL_S = 0.002  # how often a running sequence acquisition is asked for frames
+
+
+@dataclass
+class CameraIO:
+    """State shared by the acquire and data logics of one camera during a run."""
+
+    cache: FrameCache
+    set_written: Callable[[int], None]
+    executor: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="zarr-writer")
+    )
+    writer: ZarrFrameWriter | None = None
+    uri: str = ""
+
+    async def store(self, image: np.ndarray, meta: dict[str, Any]) -> None:
+        """Write ``image`` to zarr (off the event loop), cache it, count it."""
+        if self.writer is None:
+            raise RuntimeError("camera was triggered before it was prepared")
+        loop = asyncio.get_running_loop()
+        index = await loop.run_in_executor(self.executor, self.writer.append, image)
+        self.cache.add(
+            Frame(
+                uri=self.uri,
+                index=index,
+                image=image,
+                timestamp=meta.pop("timestamp"),
+                exposure_ms=meta.pop("exposure_ms"),
+                metadata=meta,
+            )
+        )
+        self.set_written(index + 1)
+
+
+class MMTriggerLogic(DetectorTriggerLogic):
+    """Internal triggering only: software snaps or a camera sequence."""
+
+    def __init__(self, exposure: SignalRW[float]) -> None:
+        self.exposure = exposure
+        self.num = 1
+
+    def config_sigs(self) -> set[SignalR]:
+        """Exposure is the only setting that changes what a frame means."""
+        return {self.exposure}
+
+    async def prepare_internal(self, num: int, livetime: float, deadtime: float) -> None:
+        """Remember how many frames to take; ``livetime`` (s) > 0 sets the exposure."""
+        self.num = num
+        if livetime > 0:
+            await self.exposure.set(livetime * 1000.0)
+
+    async def default_trigger_info(self) -> TriggerInfo:
+        """One frame per trigger at the current exposure."""
+        return TriggerInfo()
+
+
+class MMAcquireLogic(DetectorAcquireLogic):
+    """Acquires ``trigger.num`` frames per start: a snap for one, a sequence for more.
+
+    Failures are kept in `error` and announced through `failed` so that `Camera` can
+    fail the trigger at once instead of waiting for the exposure timeout.
+    """
+
+    def __init__(self, worker: CoreWorker, trigger: MMTriggerLogic, io: CameraIO) -> None:
+        self._worker = worker
+        self._trigger = trigger
+        self._io = io
+        self._task: asyncio.Task | None = None
+        self.failed = asyncio.Event()
+        self.error: BaseException | None = None
+
+    def _frame_meta(self) -> dict[str, Any]:
+        core = self._worker.core
+        group = core.getChannelGroup()
+        meta: dict[str, Any] = {"timestamp": time.time(), "exposure_ms": core.getExposure()}
+        if group:
+            meta["channel"] = core.getCurrentConfigFromCache(group)
+        return meta
+
+    def _snap(self) -> tuple[np.ndarray, dict[str, Any]]:
+        core = self._worker.core
+        core.snapImage()
+        image = np.array(core.getImage(), copy=True)
+        return image, self._frame_meta()
+
+    async def _sequence(self, n: int) -> None:
+        core = self._worker.core
+        await self._worker.run(core.startSequenceAcquisition, n, 0.0, True)
+        try:
+            taken = 0
+            while taken < n:
+                if await self._worker.run(core.getRemainingImageCount):
+                    image = await self._worker.run(core.popNextImage)
+                    await self._io.store(np.array(image, copy=True), self._frame_meta())
+                    taken += 1
+                elif not await self._worker.run(core.isSequenceRunning) and not (
+                    await self._worker.run(core.getRemainingImageCount)
+                ):
+                    raise RuntimeError(f"camera sequence stopped after {taken} of {n} frames")
+                else:
+                    await asyncio.sleep(_SEQUENCE_POLL_S)
+        finally:
+            if await self._worker.run(core.isSequenceRunning):
+                await self._worker.run(core.stopSequenceAcquisition)
+
+    async def _acquire(self, n: int) -> None:
+        try:
+            if n == 1:
+                image, meta = await self._worker.run(self._snap)
+                await self._io.store(image, meta)
+            else:
+                await self._sequence(n)
+        except Exception as exc:
+            self.error = exc
+            self.failed.set()
+            raise
+
+    async def start_acquiring(self) -> None:
+        """Start taking the prepared number of frames in the background."""
+        self.error = None
+        self.failed.clear()
+        self._task = asyncio.create_task(self._acquire(self._trigger.num))
+
+    async def wait_for_idle(self) -> None:
+        """Wait for the acquisition task; re-raise its failure."""
+        if self._task is not None:
+            await self._task
+
+    async def ensure_stopped(self) -> None:
+        """Cancel a running acquisition and stop any camera sequence."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        core = self._worker.core
+        if await self._worker.run(core.isSequenceRunning):
+            await self._worker.run(core.stopSequenceAcquisition)
+
+
+class _SingleCollectionProvider(StreamResourceDataProvider):
+    """StreamResource provider that refuses collections_per_event != 1 with a clear error."""
+
+    async def make_datakeys(self, collections_per_event: int) -> dict[str, DataKey]:
+        if collections_per_event != 1:
+            raise ValueError(
+                f"Camera supports collections_per_event=1 only, got {collections_per_event}: "
+                "use number_of_events instead"
+            )
+        return await super().make_datakeys(collections_per_event)
+
+
+class ZarrDataLogic(DetectorDataLogic):
+    """Opens a new zarr store per prepare and describes it as a StreamResource."""
+
+    def __init__(
+        self,
+        path_provider: PathProvider,
+        io: CameraIO,
+        written: SignalR[int],
+        geometry: Callable[[], Awaitable[tuple[int, int, np.dtype, float]]],
+    ) -> None:
+        self._path_provider = path_provider
+        self._io = io
+        self._written = written
+        self._geometry = geometry
+
+    async def prepare_unbounded(self, datakey_name: str) -> StreamableDataProvider:
+        """Create ``<dir>/<filename>.zarr/<datakey>`` and return its StreamResource."""
+        info = self._path_provider(datakey_name)
+        height, width, dtype, pixel_size = await self._geometry()
+        store = Path(info.directory_path) / f"{info.filename}.zarr"
+        loop = asyncio.get_running_loop()
+        self._io.writer = await loop.run_in_executor(
+            self._io.executor,
+            lambda: ZarrFrameWriter(
+                store, datakey_name, (height, width), dtype, pixel_size_um=pixel_size
+            ),
+        )
+        self._io.uri = f"{info.directory_uri}{info.filename}.zarr/{datakey_name}"
+        self._io.set_written(0)
+        return _SingleCollectionProvider(
+            uri=self._io.uri,
+            resources=[
+                StreamResourceInfo(
+                    data_key=datakey_name,
+                    shape=(height, width),
+                    chunk_shape=(1, 1, height, width),
+                    dtype_numpy=dtype.str,
+                    parameters={},
+                )
+            ],
+            mimetype="application/x-zarr",
+            collections_written_signal=self._written,
+        )
+
+    async def stop(self) -> None:
+        """Forget the store: the next prepare opens a new one."""
+        self._io.writer = None

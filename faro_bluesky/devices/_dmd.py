@@ -1,0 +1,162 @@
+"""`DMD`: the patterned-illumination device, fed masks in camera pixels."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from bluesky.protocols import Movable, Pausable, Stageable, Stoppable
+from numpy.typing import ArrayLike, NDArray
+from ophyd_async.core import (
+    Array1D,
+    AsyncStatus,
+    StandardReadable,
+    StandardReadableFormat,
+    soft_signal_r_and_setter,
+)
+from pymmcore_plus import CMMCorePlus
+
+from ._affine import as_affine, warp
+from ._worker import CoreWorker
+
+Mask = NDArray[np.bool_] | NDArray[np.unsignedinteger] | bool | None
+
+
+class DMD(StandardReadable, Movable[Any], Stoppable, Pausable, Stageable):
+    """A DMD/SLM: ``bps.mv(scope.dmd, mask)`` with ``mask`` in camera pixels.
+
+    The mask (bool or unsigned integers, non-zero = light, shape = the camera's image) is
+    warped into DMD pixels with `affine` (camera ``(x, y)`` -> DMD ``(x, y)``, found by
+    calibration) and displayed. ``True`` lights the whole DMD and ``False``/``None``
+    blanks it; neither needs a calibration. The DMD blanks itself when the RunEngine
+    pauses, stops or aborts (``pause``/``stop``) and when it is unstaged.
+
+    :param core: the core whose SLM device this is.
+    :param label: the SLM device label; default the core's SLM device.
+    :param affine: the camera->DMD calibration (3x3), or None until calibrated.
+    """
+
+    def __init__(
+        self,
+        core: CMMCorePlus,
+        *,
+        label: str | None = None,
+        affine: ArrayLike | None = None,
+        name: str = "",
+    ) -> None:
+        self._worker = CoreWorker.for_core(core)
+        self._label = label or core.getSLMDevice()
+        if not self._label:
+            raise ValueError("no SLM: pass label= or set the core's SLM device")
+
+        def geometry() -> tuple[tuple[int, int], tuple[int, int]]:
+            return (
+                (core.getSLMHeight(self._label), core.getSLMWidth(self._label)),
+                (core.getImageHeight(), core.getImageWidth()),
+            )
+
+        self.shape, self.camera_shape = self._worker.call(geometry)
+        with self.add_children_as_readables():
+            self.n_on, self._set_n_on = soft_signal_r_and_setter(int, 0)
+            self.fraction, self._set_fraction = soft_signal_r_and_setter(float, 0.0)
+        with self.add_children_as_readables(StandardReadableFormat.CONFIG_SIGNAL):
+            self.calibration, self._set_calibration = soft_signal_r_and_setter(
+                Array1D[np.float64]
+            )
+        super().__init__(name=name)
+        self.affine = None if affine is None else as_affine(affine)
+
+    @property
+    def affine(self) -> NDArray[np.float64] | None:
+        """Camera->DMD affine (3x3, ``(x, y)``), or None if not calibrated."""
+        return self._affine
+
+    @affine.setter
+    def affine(self, value: ArrayLike | None) -> None:
+        self._affine = None if value is None else as_affine(value)
+        flat = np.full(9, np.nan) if self._affine is None else self._affine.ravel()
+        self._set_calibration(flat)
+
+    @property
+    def is_calibrated(self) -> bool:
+        """Whether an affine is set, so that masks can be projected."""
+        return self._affine is not None
+
+    def check_value(self, value: Mask) -> None:
+        """Raise ValueError/TypeError if ``value`` can't be projected; nothing moves."""
+        field = self.name or "dmd"
+        if value is None or isinstance(value, bool | np.bool_):
+            return
+        if not isinstance(value, np.ndarray):
+            raise TypeError(
+                f"{field} mask must be a numpy array, True (all on) or False/None (blank), "
+                f"got {type(value).__name__}"
+            )
+        if value.dtype != np.bool_ and not np.issubdtype(value.dtype, np.unsignedinteger):
+            raise ValueError(
+                f"{field} mask dtype {value.dtype} is not allowed: use bool or unsigned "
+                "integers (non-zero = light), e.g. mask.astype(bool)"
+            )
+        if value.shape != self.camera_shape:
+            raise ValueError(
+                f"{field} mask shape {value.shape} does not match the camera image "
+                f"{self.camera_shape}: give the mask in camera pixels"
+            )
+        if self._affine is None:
+            raise ValueError(
+                f"{field} is not calibrated, so a mask can't be mapped to DMD pixels: run "
+                "calibrate_dmd() or set dmd.affine"
+            )
+
+    def to_dmd(self, mask: Mask) -> NDArray[np.uint8]:
+        """The DMD image (0/255 uint8, DMD shape) that ``mask`` becomes."""
+        self.check_value(mask)
+        if mask is None or isinstance(mask, bool | np.bool_):
+            return np.full(self.shape, 255 if mask else 0, np.uint8)
+        warped = warp((mask != 0).view(np.uint8), self._affine, self.shape)
+        return (warped * 255).astype(np.uint8)
+
+    def _display(self, image: NDArray[np.uint8]) -> None:
+        core = self._worker.core
+        core.setSLMImage(self._label, image)
+        core.displaySLMImage(self._label)
+
+    async def _show(self, image: NDArray[np.uint8]) -> None:
+        await self._worker.run(self._display, image)
+        n_on = int(np.count_nonzero(image))
+        self._set_n_on(n_on)
+        self._set_fraction(n_on / image.size)
+
+    @AsyncStatus.wrap
+    async def set(self, value: Mask) -> None:
+        """Project ``value`` (camera pixels); see the class docstring."""
+        image = await self._worker.run(self.to_dmd, value)
+        await self._show(image)
+
+    @AsyncStatus.wrap
+    async def blank(self) -> None:
+        """Turn every mirror off."""
+        await self._show(np.zeros(self.shape, np.uint8))
+
+    async def stop(self, success: bool = True) -> None:
+        """Blank: called by the RunEngine on pause, stop and abort."""
+        await self.blank()
+
+    async def pause(self) -> None:
+        """Blank while the RunEngine is paused."""
+        await self.blank()
+
+    async def resume(self) -> None:
+        """Nothing to restore: plans project the pattern they need next."""
+
+    @AsyncStatus.wrap
+    async def stage(self) -> None:
+        """Start a run from a dark DMD."""
+        await super().stage()
+        await self.blank()
+
+    @AsyncStatus.wrap
+    async def unstage(self) -> None:
+        """End a run with a dark DMD."""
+        await self.blank()
+        await super().unstage()

@@ -1,0 +1,136 @@
+"""`Microscope`: the device tree of one pymmcore-plus core."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+from bluesky.run_engine import call_in_bluesky_event_loop, get_bluesky_event_loop
+from numpy.typing import ArrayLike
+from ophyd_async.core import (
+    Device,
+    PathProvider,
+    StaticPathProvider,
+    UUIDFilenameProvider,
+)
+from pymmcore_plus import CMMCorePlus
+
+from ._camera import Camera
+from ._channel import ChannelPresets
+from ._dmd import DMD
+from ._stage import Focus, Limits, XYStage
+from ._worker import CoreWorker
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_DATA_DIR = Path("faro-data")
+
+
+class Microscope:
+    """Stage, focus, camera, channel presets and (if present) DMD of one core.
+
+    Build it with `Microscope.from_core` (real hardware: a core loaded from a
+    Micro-Manager config) or `faro_bluesky.sim.sim_microscope`. The members are ordinary
+    ophyd-async devices usable in any bluesky plan; ``core`` is the core itself.
+
+    The composite is a plain container, not an ophyd-async ``Device``: ophyd-async
+    reserves the attribute ``stage`` (the Stageable verb), and users expect
+    ``scope.stage``. Device names are ``stage``, ``camera``, ... or ``<name>-stage``, ...
+    when a ``name`` is given (for several microscopes in one session).
+    """
+
+    def __init__(
+        self,
+        core: CMMCorePlus,
+        *,
+        path_provider: PathProvider,
+        channel_group: str | None = None,
+        power_properties: Mapping[str, tuple[str, str]] | None = None,
+        stage_limits: tuple[Limits, Limits] | None = None,
+        focus_limits: Limits | None = None,
+        dmd_affine: ArrayLike | None = None,
+        pixel_size_um: float | None = None,
+        name: str = "",
+    ) -> None:
+        self.core = core
+        self.name = name
+        self.worker = CoreWorker.for_core(core)
+        prefix = f"{name}-" if name else ""
+        self.stage = XYStage(core, limits=stage_limits, name=f"{prefix}stage")
+        self.focus = Focus(core, limits=focus_limits, name=f"{prefix}focus")
+        self.camera = Camera(
+            core, path_provider, pixel_size_um=pixel_size_um, name=f"{prefix}camera"
+        )
+        self.channel = ChannelPresets(
+            core, group=channel_group, power_properties=power_properties, name=f"{prefix}channel"
+        )
+        self.dmd = (
+            DMD(core, affine=dmd_affine, name=f"{prefix}dmd") if core.getSLMDevice() else None
+        )
+
+    def devices(self) -> list[Device]:
+        """All member devices (``dmd`` only if the core has an SLM)."""
+        members = [self.stage, self.focus, self.camera, self.channel, self.dmd]
+        return [d for d in members if d is not None]
+
+    async def connect(self, timeout: float = 10.0) -> None:
+        """Connect every member device."""
+        await asyncio.gather(*(d.connect(timeout=timeout) for d in self.devices()))
+
+    @classmethod
+    def from_core(
+        cls,
+        core: CMMCorePlus,
+        *,
+        data_dir: str | Path = DEFAULT_DATA_DIR,
+        channel_group: str | None = None,
+        power_properties: Mapping[str, tuple[str, str]] | None = None,
+        stage_limits: tuple[Limits, Limits] | None = None,
+        focus_limits: Limits | None = None,
+        dmd_affine: ArrayLike | None = None,
+        pixel_size_um: float | None = None,
+        name: str = "",
+        connect: bool = True,
+    ) -> Microscope:
+        """Build the devices over an already loaded core (e.g. real hardware).
+
+        :param data_dir: directory for the camera's zarr stores (one per run).
+        :param power_properties: ``{preset: (device, property)}`` for light power.
+        :param stage_limits: ``((xmin, xmax), (ymin, ymax))`` in µm, refused beyond.
+        :param focus_limits: ``(zmin, zmax)`` in µm.
+        :param dmd_affine: camera->DMD calibration, if already known.
+        :param pixel_size_um: camera pixel size in the sample; default the core's.
+        :param name: prefix of the device names (default none: ``camera``, ``stage``...).
+        :param connect: connect the devices on the RunEngine's event loop (a RunEngine
+            must exist).
+        """
+        provider = StaticPathProvider(UUIDFilenameProvider(), Path(data_dir).absolute())
+        scope = cls(
+            core,
+            path_provider=provider,
+            channel_group=channel_group,
+            power_properties=power_properties,
+            stage_limits=stage_limits,
+            focus_limits=focus_limits,
+            dmd_affine=dmd_affine,
+            pixel_size_um=pixel_size_um,
+            name=name,
+        )
+        if connect:
+            scope.connect_in_bluesky_loop()
+        return scope
+
+    def connect_in_bluesky_loop(self, timeout: float = 10.0) -> None:
+        """Connect all devices on the RunEngine's loop (create the RunEngine first)."""
+        if get_bluesky_event_loop() is None:
+            raise RuntimeError(
+                "no RunEngine event loop: create the RunEngine before the microscope, "
+                "e.g. RE = RunEngine(); scope = sim_microscope()"
+            )
+        call_in_bluesky_event_loop(self.connect(timeout=timeout))
+
+    def close(self) -> None:
+        """Stop the core's worker thread. The core itself is left to its owner."""
+        self.worker.shutdown()

@@ -1,0 +1,239 @@
+"""Stage devices: XY stage (with separately scannable axes) and focus, in µm."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+from bluesky.protocols import Movable, Stoppable
+from ophyd_async.core import (
+    AsyncStatus,
+    StandardReadable,
+    StandardReadableFormat,
+    soft_signal_r_and_setter,
+)
+from pymmcore_plus import CMMCorePlus
+
+from ._worker import CoreWorker
+
+Limits = tuple[float, float]
+_POLL_S = 0.005  # how often a moving stage is asked whether it is still busy
+
+
+async def wait_until_idle(worker: CoreWorker, label: str, what: str, target: object) -> None:
+    """Poll ``deviceBusy(label)`` on the core thread until idle or the core's timeout.
+
+    Polling (instead of a blocking ``waitForDevice``) keeps the core's single thread free,
+    so ``stop()`` can reach the stage while it moves.
+    """
+    core = worker.core
+    timeout = core.getTimeoutMs() / 1000.0
+    deadline = time.monotonic() + timeout
+    while await worker.run(core.deviceBusy, label):
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"{what} '{label}' still busy {timeout:g} s after the move to {target}: "
+                "check the hardware, or raise the core timeout with core.setTimeoutMs()"
+            )
+        await asyncio.sleep(_POLL_S)
+
+
+def check_limits(field: str, value: float, limits: Limits | None) -> None:
+    """Raise a ValueError naming ``field`` if ``value`` is outside ``limits``."""
+    if limits is None:
+        return
+    lo, hi = limits
+    if not lo <= value <= hi:
+        raise ValueError(
+            f"{field}={value:g} µm is outside the stage limits [{lo:g}, {hi:g}] µm: "
+            "choose a target inside the limits"
+        )
+
+
+class StageAxis(StandardReadable, Movable[float], Stoppable):
+    """One axis of an `XYStage`, movable on its own so that stock plans can scan it.
+
+    ``bp.grid_scan([cam], stage.x, 0, 100, 3, stage.y, 0, 100, 3)`` works because each
+    axis is a Movable; the other axis stays where it is.
+    """
+
+    def __init__(
+        self,
+        move: Callable[[float], Awaitable[None]],
+        stop: Callable[[], Awaitable[None]],
+        check: Callable[[float], None],
+        name: str = "",
+    ) -> None:
+        self._move, self._stop, self._check = move, stop, check
+        with self.add_children_as_readables(StandardReadableFormat.HINTED_SIGNAL):
+            self.readback, self._set_readback = soft_signal_r_and_setter(float, units="µm")
+        super().__init__(name=name)
+
+    def set_name(self, name: str, *, child_name_separator: str | None = None) -> None:
+        """Name the readback like the axis, as ophyd-async motors do (``stage-x``)."""
+        super().set_name(name, child_name_separator=child_name_separator)
+        self.readback.set_name(name)
+
+    def check_value(self, value: float) -> None:
+        """Raise ValueError if ``value`` (µm) is outside this axis' limits."""
+        self._check(value)
+
+    @AsyncStatus.wrap
+    async def set(self, value: float) -> None:
+        """Move this axis to ``value`` µm."""
+        await self._move(float(value))
+
+    async def stop(self, success: bool = True) -> None:
+        """Stop the whole XY stage."""
+        await self._stop()
+
+
+class XYStage(StandardReadable, Movable[Sequence[float]], Stoppable):
+    """The XY stage: ``bps.mv(stage, (x, y))`` in µm; readable ``x`` and ``y``.
+
+    Targets outside ``limits`` are refused before the stage is commanded.
+    """
+
+    def __init__(
+        self,
+        core: CMMCorePlus,
+        *,
+        label: str | None = None,
+        limits: tuple[Limits, Limits] | None = None,
+        name: str = "",
+    ) -> None:
+        self._worker = CoreWorker.for_core(core)
+        self._label = label or core.getXYStageDevice()
+        if not self._label:
+            raise ValueError("no XY stage: pass label= or set the core's XY stage device")
+        self.limits = limits
+        with self.add_children_as_readables(StandardReadableFormat.CHILD):
+            self.x = StageAxis(
+                lambda v: self._move_axis(0, v), self._stop_stage, self._check_x
+            )
+            self.y = StageAxis(
+                lambda v: self._move_axis(1, v), self._stop_stage, self._check_y
+            )
+        super().__init__(name=name)
+        x, y = self._worker.call(core.getXYPosition, self._label)
+        self.x._set_readback(x)
+        self.y._set_readback(y)
+        # last commanded (x, y): axis moves started together (grid_scan) compose into one
+        self._target = [x, y]
+
+    def _check_x(self, x: float) -> None:
+        check_limits(f"{self.name or 'stage'}.x", x, self.limits[0] if self.limits else None)
+
+    def _check_y(self, y: float) -> None:
+        check_limits(f"{self.name or 'stage'}.y", y, self.limits[1] if self.limits else None)
+
+    def check_value(self, value: Sequence[float]) -> None:
+        """Raise ValueError unless ``value`` is an ``(x, y)`` pair inside the limits."""
+        try:
+            x, y = (float(v) for v in value)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"{self.name or 'stage'} target must be an (x, y) pair in µm, got {value!r}"
+            ) from None
+        self._check_x(x)
+        self._check_y(y)
+
+    async def _stop_stage(self) -> None:
+        core = self._worker.core
+        await self._worker.run(core.stop, self._label)
+        self._target = list(await self._refresh())
+
+    async def _refresh(self) -> tuple[float, float]:
+        core = self._worker.core
+        x, y = await self._worker.run(core.getXYPosition, self._label)
+        self.x._set_readback(x)
+        self.y._set_readback(y)
+        return x, y
+
+    async def _move_axis(self, axis: int, value: float) -> None:
+        (self._check_x, self._check_y)[axis](value)
+        self._target[axis] = value
+        await self._move_to(*self._target)
+
+    async def _move_to(self, x: float, y: float) -> None:
+        self._target = [x, y]
+        core = self._worker.core
+        await self._worker.run(core.setXYPosition, self._label, x, y)
+        try:
+            await wait_until_idle(self._worker, self._label, "XY stage", (x, y))
+        finally:
+            await self._refresh()
+
+    async def locate(self) -> dict[str, tuple[float, float]]:
+        """Return setpoint and readback as ``(x, y)``; both are the measured position."""
+        pos = await self._refresh()
+        return {"setpoint": pos, "readback": pos}
+
+    @AsyncStatus.wrap
+    async def set(self, value: Sequence[float]) -> None:
+        """Move to ``value = (x, y)`` in µm."""
+        self.check_value(value)
+        x, y = (float(v) for v in value)
+        await self._move_to(x, y)
+
+    async def stop(self, success: bool = True) -> None:
+        """Stop the stage where it is."""
+        await self._stop_stage()
+
+
+class Focus(StandardReadable, Movable[float], Stoppable):
+    """The focus drive (Z), in µm."""
+
+    def __init__(
+        self,
+        core: CMMCorePlus,
+        *,
+        label: str | None = None,
+        limits: Limits | None = None,
+        name: str = "",
+    ) -> None:
+        self._worker = CoreWorker.for_core(core)
+        self._label = label or core.getFocusDevice()
+        if not self._label:
+            raise ValueError("no focus device: pass label= or set the core's focus device")
+        self.limits = limits
+        with self.add_children_as_readables(StandardReadableFormat.HINTED_SIGNAL):
+            self.readback, self._set_readback = soft_signal_r_and_setter(float, units="µm")
+        super().__init__(name=name)
+        self._set_readback(self._worker.call(core.getPosition, self._label))
+
+    def set_name(self, name: str, *, child_name_separator: str | None = None) -> None:
+        """Name the readback like the device (``focus``), as ophyd-async motors do."""
+        super().set_name(name, child_name_separator=child_name_separator)
+        self.readback.set_name(name)
+
+    def check_value(self, value: float) -> None:
+        """Raise ValueError if ``value`` (µm) is outside the limits."""
+        check_limits(self.name or "focus", float(value), self.limits)
+
+    async def _refresh(self) -> float:
+        z = await self._worker.run(self._worker.core.getPosition, self._label)
+        self._set_readback(z)
+        return z
+
+    async def locate(self) -> dict[str, float]:
+        """Return setpoint and readback; both are the measured position."""
+        z = await self._refresh()
+        return {"setpoint": z, "readback": z}
+
+    @AsyncStatus.wrap
+    async def set(self, value: float) -> None:
+        """Move focus to ``value`` µm."""
+        self.check_value(value)
+        core = self._worker.core
+        await self._worker.run(core.setPosition, self._label, float(value))
+        try:
+            await wait_until_idle(self._worker, self._label, "focus", value)
+        finally:
+            await self._refresh()
+
+    async def stop(self, success: bool = True) -> None:
+        """Stop the focus drive."""
+        await self._worker.run(self._worker.core.stop, self._label)
+        await self._refresh()

@@ -1,0 +1,251 @@
+"""Pure-Python unicore devices over a `SimWorld` (no Micro-Manager needed)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+import numpy as np
+from numpy.typing import DTypeLike
+from pymmcore_plus.core._constants import Keyword
+from pymmcore_plus.experimental.unicore import (
+    GenericDevice,
+    ShutterDevice,
+    SimpleCameraDevice,
+    SLMDevice,
+    StageDevice,
+    StateDevice,
+    XYStageDevice,
+    pymm_property,
+)
+
+from ._world import LIGHT_FOR_FILTER, SimWorld
+
+
+class SimCamera(SimpleCameraDevice):
+    """uint16 camera that renders the sample; a snap takes the exposure time."""
+
+    def __init__(self, world: SimWorld, exposure_limits: tuple[float, float]) -> None:
+        super().__init__()
+        self._world = world
+        self._exposure = 10.0
+        self.set_property_limits(Keyword.Exposure, exposure_limits)
+
+    def get_exposure(self) -> float:
+        """Exposure in ms."""
+        return self._exposure
+
+    def set_exposure(self, exposure: float) -> None:
+        """Exposure in ms."""
+        self._exposure = float(exposure)
+
+    def sensor_shape(self) -> tuple[int, int]:
+        """Full frame ``(height, width)``."""
+        return self._world.image_shape
+
+    def dtype(self) -> DTypeLike:
+        """16-bit pixels."""
+        return np.uint16
+
+    def snap(self, buffer: np.ndarray) -> Mapping:
+        """Expose, fill ``buffer``, report the channel and stage position."""
+        buffer[:] = self._world.snap(self._exposure)
+        x, y = self._world.xy
+        return {"SimFilter": self._world.optics.filter, "SimX": f"{x:.3f}", "SimY": f"{y:.3f}"}
+
+
+class _Motion:
+    """A straight move at constant speed from ``start`` to ``target``."""
+
+    def __init__(self, start: np.ndarray) -> None:
+        self.start = self.target = np.array(start, float)
+        self.t0 = self.duration = 0.0
+
+    def go(self, target: np.ndarray, speed: float, now: np.ndarray) -> None:
+        self.start = np.array(now, float)
+        self.target = np.array(target, float)
+        self.t0 = time.monotonic()
+        self.duration = float(np.linalg.norm(self.target - self.start)) / speed
+
+    def position(self) -> np.ndarray:
+        if self.duration <= 0:
+            return self.target.copy()
+        f = min(1.0, (time.monotonic() - self.t0) / self.duration)
+        return self.start + f * (self.target - self.start)
+
+    def busy(self) -> bool:
+        return time.monotonic() - self.t0 < self.duration
+
+    def halt(self) -> None:
+        self.start = self.target = self.position()
+        self.duration = 0.0
+
+
+class SimXYStage(XYStageDevice):
+    """XY stage with travel limits and a finite speed; can be made to hang (faults)."""
+
+    def __init__(self, world: SimWorld, limits: tuple[tuple[float, float], ...], speed_um_s: float) -> None:
+        super().__init__()
+        self._world = world
+        self._limits = limits
+        self._speed = speed_um_s
+        self._motion = _Motion(world.xy)
+
+    def _sync(self) -> np.ndarray:
+        self._world.xy = self._motion.position()
+        return self._world.xy
+
+    def set_position_um(self, x: float, y: float) -> None:
+        """Start a move to ``(x, y)`` µm; refuses targets beyond the limits."""
+        for v, (lo, hi), ax in zip((x, y), self._limits, "xy", strict=True):
+            if not lo <= v <= hi:
+                raise ValueError(f"{ax}={v} µm outside stage limits [{lo}, {hi}]")
+        self._motion.go(np.array([x, y]), self._speed, self._sync())
+
+    def get_position_um(self) -> tuple[float, float]:
+        """Current position in µm."""
+        x, y = self._sync()
+        return float(x), float(y)
+
+    def busy(self) -> bool:
+        """True while moving, or forever when the ``stage_stuck`` fault is on."""
+        self._sync()
+        return self._world.faults.stage_stuck or self._motion.busy()
+
+    def stop(self) -> None:
+        """Stop where the stage is now."""
+        self._motion.halt()
+        self._sync()
+
+    def home(self) -> None:
+        """Move to (0, 0)."""
+        self.set_position_um(0.0, 0.0)
+
+    def set_origin_x(self) -> None:
+        """Not supported by the simulation."""
+        raise NotImplementedError("the simulated stage has a fixed origin")
+
+    def set_origin_y(self) -> None:
+        """Not supported by the simulation."""
+        raise NotImplementedError("the simulated stage has a fixed origin")
+
+
+class SimZStage(StageDevice):
+    """Focus drive; the image blurs away from ``world.focus_z``."""
+
+    def __init__(self, world: SimWorld, limits: tuple[float, float]) -> None:
+        super().__init__()
+        self._world = world
+        self._limits = limits
+
+    def set_position_um(self, val: float) -> None:
+        """Move to ``val`` µm (instantly)."""
+        lo, hi = self._limits
+        if not lo <= val <= hi:
+            raise ValueError(f"z={val} µm outside focus limits [{lo}, {hi}]")
+        self._world.z = float(val)
+
+    def get_position_um(self) -> float:
+        """Current position in µm."""
+        return self._world.z
+
+    def set_origin(self) -> None:
+        """Not supported by the simulation."""
+        raise NotImplementedError("the simulated focus has a fixed origin")
+
+    def stop(self) -> None:
+        """Moves are instant: nothing to stop."""
+
+    def home(self) -> None:
+        """Move to 0."""
+        self._world.z = 0.0
+
+
+class SimFilter(StateDevice):
+    """Filter cube / light path; its label selects what the camera sees."""
+
+    def __init__(self, world: SimWorld) -> None:
+        self._world = world
+        self._labels = list(LIGHT_FOR_FILTER)
+        super().__init__(dict(enumerate(self._labels)))
+
+    def get_state(self) -> int:
+        """Current position."""
+        return self._labels.index(self._world.optics.filter)
+
+    def set_state(self, position: int) -> None:
+        """Switch the filter."""
+        self._world.optics.filter = self._labels[int(position)]
+
+
+class SimLED(GenericDevice):
+    """Multi-colour LED source; ``<Colour>_Level`` 0-100 is the power of each line."""
+
+    def __init__(self, world: SimWorld) -> None:
+        super().__init__()
+        self._world = world
+        for colour in self._world.optics.levels:
+            self.register_property(
+                name=f"{colour}_Level",
+                default_value=self._world.optics.levels[colour],
+                limits=(0.0, 100.0),
+                property_type=float,
+                getter=lambda _dev, c=colour: self._world.optics.levels[c],
+                setter=lambda _dev, v, c=colour: self._world.optics.levels.__setitem__(c, float(v)),
+            )
+
+
+class SimShutter(ShutterDevice):
+    """Shutter of the LED; the light is also on during exposures with autoshutter."""
+
+    def __init__(self, world: SimWorld) -> None:
+        super().__init__()
+        self._world = world
+
+    def get_open(self) -> bool:
+        """Whether the shutter is open."""
+        return self._world.optics.shutter_open
+
+    def set_open(self, open: bool) -> None:
+        """Open or close."""
+        self._world.optics.shutter_open = bool(open)
+
+
+class SimSLM(SLMDevice):
+    """The DMD: 8-bit mirrors; a displayed image shapes the cyan light on the sample."""
+
+    def __init__(self, world: SimWorld) -> None:
+        super().__init__()
+        self._world = world
+        self._pending = np.zeros(world.dmd_shape, np.uint8)
+        self._exposure = 200_000.0
+
+    def shape(self) -> tuple[int, int]:
+        """``(height, width)``: unicore 0.18.1 reads it so (its docstring says otherwise)."""
+        return self._world.dmd_shape
+
+    def dtype(self) -> DTypeLike:
+        """8-bit mirrors."""
+        return np.uint8
+
+    def set_image(self, pixels: np.ndarray) -> None:
+        """Load ``pixels`` (``(height, width)``)."""
+        if pixels.shape != self._world.dmd_shape:
+            raise ValueError(f"SLM image shape {pixels.shape} != {self._world.dmd_shape}")
+        self._pending = np.array(pixels, np.uint8, copy=True)
+
+    def get_image(self) -> np.ndarray:
+        """The loaded image."""
+        return self._pending
+
+    def display_image(self) -> None:
+        """Show the loaded image."""
+        self._world.optics.dmd_image = self._pending
+
+    def set_exposure(self, interval_ms: float) -> None:
+        """How long the pattern stays on (not modelled beyond bookkeeping)."""
+        self._exposure = float(interval_ms)
+
+    def get_exposure(self) -> float:
+        """How long the pattern stays on."""
+        return self._exposure

@@ -1,0 +1,59 @@
+"""Shared fixtures: a real RunEngine and a simulated microscope writing to tmp_path."""
+
+from __future__ import annotations
+
+import pytest
+from bluesky import RunEngine
+from event_model import DocumentNames, schema_validators
+
+from faro_bluesky.sim import sim_microscope
+
+
+class DocCollector:
+    """Records every document and validates it against the event-model schemas."""
+
+    def __init__(self) -> None:
+        self.docs: list[tuple[str, dict]] = []
+
+    def __call__(self, name: str, doc: dict) -> None:
+        schema_validators[DocumentNames[name]].validate(doc)
+        self.docs.append((name, doc))
+
+    def names(self) -> list[str]:
+        return [n for n, _ in self.docs]
+
+    def of(self, name: str) -> list[dict]:
+        return [d for n, d in self.docs if n == name]
+
+
+@pytest.fixture
+def RE():
+    engine = RunEngine(context_managers=[], call_returns_result=True)
+    yield engine
+    if engine.state != "idle":
+        engine.halt()
+
+
+@pytest.fixture
+def docs(RE) -> DocCollector:
+    collector = DocCollector()
+    RE.subscribe(collector)
+    return collector
+
+
+@pytest.fixture
+def scope(RE, tmp_path):
+    """A small (256x256) simulated microscope; the RE exists first, as ophyd-async needs."""
+    microscope = sim_microscope(seed=1, data_dir=tmp_path / "data", image_shape=(256, 256))
+    yield microscope
+    microscope.close()
+
+
+@pytest.fixture
+def calibrated_scope(RE, tmp_path):
+    """Like ``scope`` but the DMD starts with the sim's true calibration."""
+    microscope = sim_microscope(
+        seed=2, data_dir=tmp_path / "data", image_shape=(256, 256), dmd_calibrated=True
+    )
+    yield microscope
+    microscope.close()
