@@ -88,34 +88,53 @@ class ChannelPresets(StandardReadable, Movable[Any]):
             self.power, self._set_power = soft_signal_r_and_setter(float)
         super().__init__(name=name)
         self._set_config(self._worker.call(core.getCurrentConfig, self.group))
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Re-read presets and limits from the core (after changing its configuration).
+
+        They are cached so that `check_value` needs no core call and can run anywhere.
+        """
+        self._limits = self._worker.call(self._read_limits)
+
+    def _read_limits(self) -> dict[str, Any]:
+        core = self._worker.core
+        power = {}
+        for config, (dev, prop) in self.power_properties.items():
+            if core.hasPropertyLimits(dev, prop):
+                power[config] = (
+                    core.getPropertyLowerLimit(dev, prop),
+                    core.getPropertyUpperLimit(dev, prop),
+                )
+        return {
+            "presets": {
+                g: tuple(core.getAvailableConfigs(g)) for g in core.getAvailableConfigGroups()
+            },
+            "exposure": exposure_limits(core, core.getCameraDevice()),
+            "power": power,
+        }
 
     def presets(self, group: str | None = None) -> tuple[str, ...]:
         """Presets of ``group`` (default: the channel group)."""
-        return tuple(self._worker.call(self._worker.core.getAvailableConfigs, group or self.group))
+        return self._limits["presets"].get(group or self.group, ())
 
     def check_value(self, value: Any) -> None:
-        """Raise ValueError/TypeError describing every problem with ``value``."""
-        self._worker.call(self._check, LightSetting.coerce(value))
-
-    def _check(self, s: LightSetting) -> None:
-        """Run on the core thread: validates without changing anything."""
-        core = self._worker.core
+        """Raise ValueError/TypeError naming the problem and the fix; changes nothing."""
+        s = LightSetting.coerce(value)
         field = self.name or "channel"
         group = s.group or self.group
-        if group not in core.getAvailableConfigGroups():
+        groups = self._limits["presets"]
+        if group not in groups:
             raise ValueError(
-                f"{field}.group={group!r} is not a config group; "
-                f"available groups: {list(core.getAvailableConfigGroups())}"
+                f"{field}.group={group!r} is not a config group; available groups: {list(groups)}"
             )
-        presets = core.getAvailableConfigs(group)
-        if s.config not in presets:
+        if s.config not in groups[group]:
             raise ValueError(
                 f"{field}.config={s.config!r} is not a preset of group {group!r}; "
-                f"use one of {list(presets)}"
+                f"use one of {list(groups[group])}"
             )
         if s.exposure is not None:
-            limits = exposure_limits(core, core.getCameraDevice())
-            check_exposure(f"{field}.exposure", float(s.exposure), limits)
+            check_exposure(f"{field}.exposure", float(s.exposure), self._limits["exposure"])
         if s.power is not None:
             prop = self.power_properties.get(s.config)
             if prop is None:
@@ -124,19 +143,16 @@ class ChannelPresets(StandardReadable, Movable[Any]):
                     f"property: pass power_properties={{{s.config!r}: (device, property)}} "
                     "or leave power=None"
                 )
-            dev, name = prop
-            if core.hasPropertyLimits(dev, name):
-                lo = core.getPropertyLowerLimit(dev, name)
-                hi = core.getPropertyUpperLimit(dev, name)
-                if not lo <= s.power <= hi:
-                    raise ValueError(
-                        f"{field}.power={s.power:g} for preset {s.config!r} is outside "
-                        f"{dev}.{name} limits [{lo:g}, {hi:g}]: choose a power inside them"
-                    )
+            limits = self._limits["power"].get(s.config)
+            if limits is not None and not limits[0] <= s.power <= limits[1]:
+                raise ValueError(
+                    f"{field}.power={s.power:g} for preset {s.config!r} is outside "
+                    f"{prop[0]}.{prop[1]} limits [{limits[0]:g}, {limits[1]:g}]: "
+                    "choose a power inside them"
+                )
 
     def _apply(self, s: LightSetting) -> tuple[str, float]:
-        """Run on the core thread: check, then set preset, exposure and power."""
-        self._check(s)
+        """Run on the core thread: set preset, exposure and power."""
         core = self._worker.core
         group = s.group or self.group
         core.setConfig(group, s.config)
@@ -150,10 +166,15 @@ class ChannelPresets(StandardReadable, Movable[Any]):
             power = float(core.getProperty(*prop))
         return s.config, power
 
-    @AsyncStatus.wrap
-    async def set(self, value: Any) -> None:
-        """Apply a preset, and its exposure and power if given, in one move."""
-        setting = LightSetting.coerce(value)
+    def set(self, value: Any) -> AsyncStatus:
+        """Apply a preset, and its exposure and power if given, in one move.
+
+        Bad settings raise here, before anything is changed.
+        """
+        self.check_value(value)
+        return AsyncStatus(self._set(LightSetting.coerce(value)), name=self.name)
+
+    async def _set(self, setting: LightSetting) -> None:
         config, power = await self._worker.run(self._apply, setting)
         self._set_config(config)
         self._set_power(power)

@@ -60,9 +60,7 @@ class DMD(StandardReadable, Movable[Any], Stoppable, Pausable, Stageable):
             self.n_on, self._set_n_on = soft_signal_r_and_setter(int, 0)
             self.fraction, self._set_fraction = soft_signal_r_and_setter(float, 0.0)
         with self.add_children_as_readables(StandardReadableFormat.CONFIG_SIGNAL):
-            self.calibration, self._set_calibration = soft_signal_r_and_setter(
-                Array1D[np.float64]
-            )
+            self.calibration, self._set_calibration = soft_signal_r_and_setter(Array1D[np.float64])
         super().__init__(name=name)
         self.affine = None if affine is None else as_affine(affine)
 
@@ -127,9 +125,16 @@ class DMD(StandardReadable, Movable[Any], Stoppable, Pausable, Stageable):
         self._set_n_on(n_on)
         self._set_fraction(n_on / image.size)
 
+    def set(self, value: Mask) -> AsyncStatus:
+        """Project ``value`` (camera pixels); see the class docstring.
+
+        Bad masks raise here, before anything is sent to the DMD.
+        """
+        self.check_value(value)
+        return self._project(value)
+
     @AsyncStatus.wrap
-    async def set(self, value: Mask) -> None:
-        """Project ``value`` (camera pixels); see the class docstring."""
+    async def _project(self, value: Mask) -> None:
         image = await self._worker.run(self.to_dmd, value)
         await self._show(image)
 

@@ -79,10 +79,10 @@ class StageAxis(StandardReadable, Movable[float], Stoppable):
         """Raise ValueError if ``value`` (µm) is outside this axis' limits."""
         self._check(value)
 
-    @AsyncStatus.wrap
-    async def set(self, value: float) -> None:
-        """Move this axis to ``value`` µm."""
-        await self._move(float(value))
+    def set(self, value: float) -> AsyncStatus:
+        """Move this axis to ``value`` µm; a target beyond the limits raises here."""
+        self._check(float(value))
+        return AsyncStatus(self._move(float(value)), name=self.name)
 
     async def stop(self, success: bool = True) -> None:
         """Stop the whole XY stage."""
@@ -109,12 +109,8 @@ class XYStage(StandardReadable, Movable[Sequence[float]], Stoppable):
             raise ValueError("no XY stage: pass label= or set the core's XY stage device")
         self.limits = limits
         with self.add_children_as_readables(StandardReadableFormat.CHILD):
-            self.x = StageAxis(
-                lambda v: self._move_axis(0, v), self._stop_stage, self._check_x
-            )
-            self.y = StageAxis(
-                lambda v: self._move_axis(1, v), self._stop_stage, self._check_y
-            )
+            self.x = StageAxis(lambda v: self._move_axis(0, v), self._stop_stage, self._check_x)
+            self.y = StageAxis(lambda v: self._move_axis(1, v), self._stop_stage, self._check_y)
         super().__init__(name=name)
         x, y = self._worker.call(core.getXYPosition, self._label)
         self.x._set_readback(x)
@@ -170,12 +166,11 @@ class XYStage(StandardReadable, Movable[Sequence[float]], Stoppable):
         pos = await self._refresh()
         return {"setpoint": pos, "readback": pos}
 
-    @AsyncStatus.wrap
-    async def set(self, value: Sequence[float]) -> None:
-        """Move to ``value = (x, y)`` in µm."""
+    def set(self, value: Sequence[float]) -> AsyncStatus:
+        """Move to ``value = (x, y)`` in µm; a target beyond the limits raises here."""
         self.check_value(value)
         x, y = (float(v) for v in value)
-        await self._move_to(x, y)
+        return AsyncStatus(self._move_to(x, y), name=self.name)
 
     async def stop(self, success: bool = True) -> None:
         """Stop the stage where it is."""
@@ -222,10 +217,12 @@ class Focus(StandardReadable, Movable[float], Stoppable):
         z = await self._refresh()
         return {"setpoint": z, "readback": z}
 
-    @AsyncStatus.wrap
-    async def set(self, value: float) -> None:
-        """Move focus to ``value`` µm."""
+    def set(self, value: float) -> AsyncStatus:
+        """Move focus to ``value`` µm; a target beyond the limits raises here."""
         self.check_value(value)
+        return AsyncStatus(self._move(float(value)), name=self.name)
+
+    async def _move(self, value: float) -> None:
         core = self._worker.core
         await self._worker.run(core.setPosition, self._label, float(value))
         try:

@@ -16,7 +16,6 @@ from pymmcore_plus.experimental.unicore import (
     StageDevice,
     StateDevice,
     XYStageDevice,
-    pymm_property,
 )
 
 from ._world import LIGHT_FOR_FILTER, SimWorld
@@ -84,7 +83,9 @@ class _Motion:
 class SimXYStage(XYStageDevice):
     """XY stage with travel limits and a finite speed; can be made to hang (faults)."""
 
-    def __init__(self, world: SimWorld, limits: tuple[tuple[float, float], ...], speed_um_s: float) -> None:
+    def __init__(
+        self, world: SimWorld, limits: tuple[tuple[float, float], ...], speed_um_s: float
+    ) -> None:
         super().__init__()
         self._world = world
         self._limits = limits

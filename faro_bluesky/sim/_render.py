@@ -78,13 +78,15 @@ class FieldRenderer:
         h, w = self.shape
         factor = self.sample.params.cell_radius_factor
         out = []
-        for index, ((cx, cy), rn, el, ang) in enumerate(zip(
-            self.to_pixels(cells.xy_um, center_um),
-            cells.nucleus_um / self.pixel_size_um,
-            cells.elongation,
-            cells.angle,
-            strict=True,
-        )):
+        for index, ((cx, cy), rn, el, ang) in enumerate(
+            zip(
+                self.to_pixels(cells.xy_um, center_um),
+                cells.nucleus_um / self.pixel_size_um,
+                cells.elongation,
+                cells.angle,
+                strict=True,
+            )
+        ):
             reach = int(np.ceil(rn * factor + 2))
             r0, r1 = max(int(cy) - reach, 0), min(int(cy) + reach + 1, h)
             c0, c1 = max(int(cx) - reach, 0), min(int(cx) + reach + 1, w)
@@ -99,7 +101,9 @@ class FieldRenderer:
             nucleus = np.clip((1 - np.hypot(u / a_n, v / b_n)) * b_n + 0.5, 0, 1)
             a_c, b_c = rn * factor, rn * factor / np.sqrt(el)
             cell = np.clip((1 - np.hypot(u / a_c, v / b_c)) * b_c + 0.5, 0, 1)
-            out.append(Stamp(index, slice(r0, r1), slice(c0, c1), nucleus, np.maximum(cell, nucleus)))
+            out.append(
+                Stamp(index, slice(r0, r1), slice(c0, c1), nucleus, np.maximum(cell, nucleus))
+            )
         return out
 
     def render(
@@ -119,7 +123,9 @@ class FieldRenderer:
             img += 1.0
             for s in stamps:
                 m = cells.marker[s.index]
-                img[s.rows, s.cols] += NUCLEAR_MARKER * m * (s.nucleus + 0.05 * (s.cell - s.nucleus))
+                img[s.rows, s.cols] += (
+                    NUCLEAR_MARKER * m * (s.nucleus + 0.05 * (s.cell - s.nucleus))
+                )
         elif kind == "ERKKTR":
             img += 1.0
             ratio = self.sample.erk_ratio(cells.activity)

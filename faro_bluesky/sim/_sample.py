@@ -134,10 +134,12 @@ class SimSample:
         p = self.params
         margin = p.jitter_um + p.wobble_um
         i_range = range(
-            int(np.floor((x0 - margin) / p.spacing_um)), int(np.ceil((x1 + margin) / p.spacing_um)) + 1
+            int(np.floor((x0 - margin) / p.spacing_um)),
+            int(np.ceil((x1 + margin) / p.spacing_um)) + 1,
         )
         j_range = range(
-            int(np.floor((y0 - margin) / p.spacing_um)), int(np.ceil((y1 + margin) / p.spacing_um)) + 1
+            int(np.floor((y0 - margin) / p.spacing_um)),
+            int(np.ceil((y1 + margin) / p.spacing_um)) + 1,
         )
         with self._lock:
             sites = [s for i in i_range for j in j_range if (s := self._site(i, j))]
@@ -191,8 +193,13 @@ class SimSample:
             else:
                 act.state[cid] = np.array([ui, ai])
 
-    def deliver_light(self, ids: NDArray[np.int64], lit_fraction: NDArray[np.float64],
-                      power_fraction: float, duration_s: float) -> None:
+    def deliver_light(
+        self,
+        ids: NDArray[np.int64],
+        lit_fraction: NDArray[np.float64],
+        power_fraction: float,
+        duration_s: float,
+    ) -> None:
         """Add the light dose of one exposure to cells ``ids`` (lit fraction of each cell)."""
         p = self.params
         with self._lock:

@@ -122,7 +122,9 @@ class SimWorld:
             n = self.snaps
             self.snaps += 1
             f = self.faults
-            if n in f.camera_fail_frames or (f.camera_fail_from is not None and n >= f.camera_fail_from):
+            if n in f.camera_fail_frames or (
+                f.camera_fail_from is not None and n >= f.camera_fail_from
+            ):
                 f.camera_fail_frames.discard(n)
                 raise SimulatedFault(f"simulated camera failure at frame {n}")
             frame = self._expose(exposure_ms)
@@ -151,6 +153,9 @@ class SimWorld:
             sigma = 0.8 * abs(self.z - self.focus_z)
             if sigma > 0.3:
                 expected = ndimage.gaussian_filter(expected, sigma)
-        counts = self._rng.poisson(expected).astype(float)
-        counts += CAMERA_OFFSET + self._rng.normal(0.0, READ_NOISE, self.image_shape)
-        return np.clip(counts, 0, 65535).astype(np.uint16)
+        # shot + read noise, Gaussian approximation of Poisson (3x faster, exact enough
+        # above ~10 counts, which every lit pixel is)
+        noise = self._rng.standard_normal(self.image_shape, dtype=np.float32)
+        noise *= np.sqrt(expected.astype(np.float32) + READ_NOISE**2)
+        noise += expected + CAMERA_OFFSET
+        return np.clip(noise, 0, 65535).astype(np.uint16)

@@ -99,8 +99,12 @@ def test_mixed_with_ophyd_and_ophyd_async_sim_devices(RE, docs, scope, tmp_path)
     result = RE(
         bp.scan(
             [scope.camera, blob, ophyd.sim.det, scope.channel],
-            motor, 0, 1,
-            scope.focus, 0, 2,
+            motor,
+            0,
+            1,
+            scope.focus,
+            0,
+            2,
             3,
         )
     )
