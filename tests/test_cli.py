@@ -43,3 +43,15 @@ def test_import_does_not_import_qt():
 def test_console_script_is_declared():
     text = (Path(__file__).parents[1] / "pyproject.toml").read_text()
     assert 'faro-bluesky = "faro_bluesky.cli:main"' in text
+
+
+def test_a_script_using_the_sim_exits_cleanly(tmp_path):
+    # a UniMMCore still holding Python devices at exit aborts the process (exit 134)
+    code = (
+        "from bluesky import RunEngine; import bluesky.plans as bp;"
+        "from faro_bluesky import sim_microscope;"
+        f"RE = RunEngine(); scope = sim_microscope(data_dir={str(tmp_path)!r});"
+        "RE(bp.count([scope.camera]))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -75,3 +75,23 @@ def test_good_setting_is_one_move(RE, docs, scope):
     data = docs.of("event")[0]["data"]
     assert data["channel-config"] == "Cyan"
     assert data["channel-power"] == 33
+
+
+def test_stage_stop_halts_a_move_midway(RE, tmp_path):
+    from faro_bluesky.sim import sim_microscope
+
+    scope = sim_microscope(data_dir=tmp_path, image_shape=(64, 64), stage_speed_um_s=200.0)
+    statuses = []
+
+    def plan():
+        statuses.append((yield from bps.abs_set(scope.stage, (2000, 0), group="move")))
+        yield from bps.stop(scope.stage)
+        yield from bps.wait(group="move")
+
+    RE(plan())
+    x, _ = scope.core.getXYPosition()
+    assert 0 <= x < 2000
+    assert not scope.core.deviceBusy("XY")
+    assert statuses[0].done and statuses[0].success
+    assert RE(bps.rd(scope.stage.x)).plan_result == pytest.approx(x)
+    scope.close()
