@@ -3,7 +3,7 @@
 from ._affine import similarity, warp
 from ._camera import Camera
 from ._channel import ChannelPresets, LightSetting
-from ._dmd import DMD
+from ._dmd import DMD, DMDPattern
 from ._frames import Frame, FrameCache
 from ._microscope import Microscope
 from ._stage import Focus, StageAxis, XYStage
@@ -11,6 +11,7 @@ from ._worker import CoreWorker
 
 __all__ = [
     "DMD",
+    "DMDPattern",
     "Camera",
     "ChannelPresets",
     "CoreWorker",

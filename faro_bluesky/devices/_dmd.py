@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,20 @@ from pymmcore_plus import CMMCorePlus
 from ._affine import as_affine, warp
 from ._worker import CoreWorker
 
-Mask = NDArray[np.bool_] | NDArray[np.unsignedinteger] | bool | None
+
+
+@dataclass(frozen=True, eq=False)
+class DMDPattern:
+    """An image already in DMD pixels (``dmd.shape``; non-zero = mirror on).
+
+    ``bps.mv(dmd, DMDPattern(img))`` displays it as is, without the calibration affine:
+    what calibration itself and focus/alignment checks need.
+    """
+
+    image: NDArray
+
+
+Mask = NDArray[np.bool_] | NDArray[np.unsignedinteger] | bool | DMDPattern | None
 
 
 class DMD(StandardReadable, Movable[Any], Stoppable, Pausable, Stageable):
@@ -85,6 +99,13 @@ class DMD(StandardReadable, Movable[Any], Stoppable, Pausable, Stageable):
         field = self.name or "dmd"
         if value is None or isinstance(value, bool | np.bool_):
             return
+        if isinstance(value, DMDPattern):
+            if np.shape(value.image) != self.shape:
+                raise ValueError(
+                    f"{field} DMDPattern shape {np.shape(value.image)} does not match the DMD "
+                    f"{self.shape}: give the pattern in DMD pixels"
+                )
+            return
         if not isinstance(value, np.ndarray):
             raise TypeError(
                 f"{field} mask must be a numpy array, True (all on) or False/None (blank), "
@@ -111,6 +132,8 @@ class DMD(StandardReadable, Movable[Any], Stoppable, Pausable, Stageable):
         self.check_value(mask)
         if mask is None or isinstance(mask, bool | np.bool_):
             return np.full(self.shape, 255 if mask else 0, np.uint8)
+        if isinstance(mask, DMDPattern):
+            return np.where(np.asarray(mask.image) != 0, 255, 0).astype(np.uint8)
         warped = warp((mask != 0).view(np.uint8), self._affine, self.shape)
         return (warped * 255).astype(np.uint8)
 
