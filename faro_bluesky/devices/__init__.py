@@ -11,10 +11,10 @@ from ._worker import CoreWorker
 
 __all__ = [
     "DMD",
-    "DMDPattern",
     "Camera",
     "ChannelPresets",
     "CoreWorker",
+    "DMDPattern",
     "Focus",
     "Frame",
     "FrameCache",

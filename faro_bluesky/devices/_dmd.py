@@ -21,7 +21,6 @@ from ._affine import as_affine, warp
 from ._worker import CoreWorker
 
 
-
 @dataclass(frozen=True, eq=False)
 class DMDPattern:
     """An image already in DMD pixels (``dmd.shape``; non-zero = mirror on).
