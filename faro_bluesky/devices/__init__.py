@@ -5,6 +5,7 @@ from ._camera import Camera
 from ._channel import ChannelPresets, LightSetting
 from ._dmd import DMD, DMDPattern
 from ._frames import Frame, FrameCache
+from ._masks import FixedMask, MaskFacet, MaskProvider
 from ._microscope import Microscope
 from ._stage import Focus, StageAxis, XYStage
 from ._worker import CoreWorker
@@ -15,10 +16,13 @@ __all__ = [
     "ChannelPresets",
     "CoreWorker",
     "DMDPattern",
+    "FixedMask",
     "Focus",
     "Frame",
     "FrameCache",
     "LightSetting",
+    "MaskFacet",
+    "MaskProvider",
     "Microscope",
     "StageAxis",
     "XYStage",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -89,7 +90,8 @@ class SimWorld:
         self.recorded: list[NDArray[np.uint16]] | None = None
         self._rng = np.random.default_rng([seed, 1])
         self._lock = threading.Lock()
-        self._light_cache: tuple[int, NDArray[np.float64]] | None = None
+        # Keyed by the image object itself (not id(): a freed image's id can be reused).
+        self._light_cache: tuple[NDArray[Any], NDArray[np.float64]] | None = None
 
     @property
     def image_shape(self) -> tuple[int, int]:
@@ -105,10 +107,10 @@ class SimWorld:
         image = self.optics.dmd_image
         if image is None:
             return np.zeros(self.image_shape)
-        if self._light_cache is None or self._light_cache[0] != id(image):
+        if self._light_cache is None or self._light_cache[0] is not image:
             dmd_to_cam = np.linalg.inv(self.true_affine)
             lit = warp((image > 0).view(np.uint8), dmd_to_cam, self.image_shape)
-            self._light_cache = (id(image), lit.astype(float))
+            self._light_cache = (image, lit.astype(float))
         return self._light_cache[1]
 
     def ground_truth(self) -> GroundTruth:

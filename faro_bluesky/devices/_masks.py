@@ -1,0 +1,119 @@
+"""`MaskFacet`: the stimulation mask of one (FOV, t) as a readable device.
+
+The plan obtains every mask by triggering and reading this device (ARCHITECTURE decision 6),
+so the mask that fired is in the documents and the run can be audited and replayed. The
+facet asks a `MaskProvider` (the closed-loop analyzer, or a fixed mask) and waits for it
+on the RunEngine's loop without blocking it; a mask that is late is replaced by a blank one
+and reported as missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from bluesky.protocols import Movable
+from numpy.typing import NDArray
+from ophyd_async.core import (
+    AsyncStatus,
+    StandardReadable,
+    StandardReadableFormat,
+    soft_signal_r_and_setter,
+)
+
+MaskLike = NDArray | bool | None
+
+
+@runtime_checkable
+class MaskProvider(Protocol):
+    """Anything that can produce the stimulation mask of a frame."""
+
+    async def get_mask(self, fov: int, t: int) -> MaskLike:
+        """Return the mask (camera pixels, non-zero = light) for FOV ``fov``, timepoint ``t``.
+
+        ``True`` means the whole field, ``None``/``False`` no light. May wait (e.g. for the
+        analysis of frame ``t``); the facet applies the timeout.
+        """
+        ...
+
+
+class FixedMask:
+    """A `MaskProvider` that always returns the same mask (default: the whole field)."""
+
+    def __init__(self, mask: MaskLike = True) -> None:
+        self.mask = mask
+
+    async def get_mask(self, fov: int, t: int) -> MaskLike:
+        """The fixed mask, whatever the frame."""
+        return self.mask
+
+
+class MaskFacet(StandardReadable, Movable[tuple[int, int]]):
+    """Readable mask of the frame selected with ``bps.mv(facet, (fov, t))``.
+
+    Trigger waits (up to ``timeout`` s) for the provider; read gives ``mask`` (uint8, 0/1,
+    camera shape), ``fov``, ``t``, ``missed`` (True when the provider was too late or
+    failed: the mask is then blank) and ``wait_ms`` (how long the plan waited).
+    """
+
+    def __init__(
+        self,
+        provider: MaskProvider,
+        camera_shape: tuple[int, int],
+        *,
+        timeout: float = 80.0,
+        name: str = "mask",
+    ) -> None:
+        self.provider = provider
+        self.camera_shape = tuple(camera_shape)
+        self.timeout = timeout
+        self._request = (0, 0)
+        with self.add_children_as_readables(StandardReadableFormat.UNCACHED_SIGNAL):
+            self.mask, self._set_mask = soft_signal_r_and_setter(
+                np.ndarray, np.zeros(self.camera_shape, np.uint8)
+            )
+        with self.add_children_as_readables():
+            self.fov, self._set_fov = soft_signal_r_and_setter(int, -1)
+            self.t, self._set_t = soft_signal_r_and_setter(int, -1)
+            self.missed, self._set_missed = soft_signal_r_and_setter(bool, False)
+            self.wait_ms, self._set_wait_ms = soft_signal_r_and_setter(float, 0.0, units="ms")
+        super().__init__(name=name)
+
+    def set(self, value: tuple[int, int]) -> AsyncStatus:
+        """Select the frame ``(fov, t)`` whose mask the next trigger fetches."""
+        fov, t = (int(v) for v in value)
+        self._request = (fov, t)
+        return AsyncStatus(asyncio.sleep(0), name=self.name)
+
+    def _as_array(self, mask: MaskLike) -> NDArray[np.uint8]:
+        if mask is None or mask is False:
+            return np.zeros(self.camera_shape, np.uint8)
+        if mask is True:
+            return np.ones(self.camera_shape, np.uint8)
+        arr = np.asarray(mask)
+        if arr.shape != self.camera_shape:
+            raise ValueError(
+                f"mask for FOV {self._request[0]} t={self._request[1]} has shape {arr.shape}, "
+                f"expected the camera's {self.camera_shape}"
+            )
+        return (arr != 0).astype(np.uint8)
+
+    @AsyncStatus.wrap
+    async def trigger(self) -> None:
+        """Wait for the selected frame's mask; a late or failed mask becomes a blank miss."""
+        fov, t = self._request
+        start = time.monotonic()
+        missed = False
+        try:
+            mask = self._as_array(
+                await asyncio.wait_for(self.provider.get_mask(fov, t), self.timeout)
+            )
+        except (TimeoutError, ValueError, RuntimeError):
+            mask, missed = np.zeros(self.camera_shape, np.uint8), True
+        self._set_mask(mask)
+        self._set_fov(fov)
+        self._set_t(t)
+        self._set_missed(missed)
+        self._set_wait_ms((time.monotonic() - start) * 1000.0)
