@@ -1,0 +1,422 @@
+"""`optogenetic_plan`: one bluesky run for a whole multi-phase, multi-FOV experiment."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import bluesky.plan_stubs as bps
+import bluesky.preprocessors as bpp
+import numpy as np
+from bluesky import Msg
+from bluesky.protocols import Readable
+from bluesky.utils import MsgGenerator
+from ophyd_async.plan_stubs import ensure_connected
+
+from ..devices import FixedMask, MaskFacet, Microscope
+from ._errors import ExperimentError
+from ._model import Parallel, Phase, Wait, experiment_to_json
+from ._schedule import Schedule, Visit, schedule
+from ._session import session_analyzer, session_microscope
+from ._stubs import acquire, fetch_mask, move, stimulate, trigger_and_read_complete, wait_until
+from ._tags import PauseClock, VisitTag
+from ._validate import validate_experiment
+
+Element = Phase | Wait | Parallel | Callable[["DecisionContext"], Any]
+_MAX_SCHEDULE_IN_START = 20_000  # visits; bigger schedules are summarised in the start doc
+
+
+@dataclass
+class DecisionContext:
+    """What a decision callable in the phase list sees when its turn comes."""
+
+    plan: OptogeneticPlan
+    """The running plan (its schedule so far, extend/replace_pending)."""
+    visits_done: int
+    """How many visits have run."""
+    microscope: Microscope
+    analyzer: Any
+    results: dict[str, Any] = field(default_factory=dict)
+    """Free space for decisions to keep notes across the run."""
+
+
+def visit(
+    microscope: Microscope,
+    v: Visit,
+    *,
+    masks: MaskFacet | None = None,
+    mask_t: int | None = None,
+    stim_mode: str = "current",
+    tag: VisitTag | None = None,
+    per_visit: Sequence[Readable] = (),
+    clock: PauseClock | None = None,
+    applied: dict[str, Any] | None = None,
+) -> MsgGenerator[None]:
+    """One visit of FOV ``v.p`` at timepoint ``v.t``: move, image, stimulate, reference.
+
+    Order: ``"current"``: imaging channels, ref channels (if due), then the mask of this
+    frame is fetched and fired; ``"previous"``: the mask of this FOV's previous frame
+    (``mask_t``; none on its first visit) fires first, then imaging and ref. The stage
+    moves only when the FOV changes (``applied`` remembers it across visits).
+
+    Yields
+    ------
+    msg : Msg
+        Stage ``set`` if needed, frames in stream ``primary``, the mask in stream ``mask``,
+        DMD ``set`` and blank around each stim exposure, ``per_visit`` readings in stream
+        ``per_visit``.
+
+    """
+    applied = {} if applied is None else applied
+    scope = microscope
+    if applied.get("xy") != v.xy:
+        yield from move(scope.stage, v.xy, clock=clock)
+        applied["xy"] = v.xy
+    readables = [scope.stage, scope.channel] + ([tag] if tag is not None else [])
+    common = {"readables": readables, "tag": tag, "clock": clock, "applied": applied}
+
+    def _stim(source_t: int) -> MsgGenerator[None]:
+        mask = True
+        if masks is not None:
+            mask = yield from fetch_mask(masks, v.p, source_t, clock=clock)
+        yield from stimulate(
+            scope.camera, scope.channel, scope.dmd, mask, v.stim_channels, **common
+        )
+
+    if v.stim and stim_mode == "previous" and mask_t is not None:
+        yield from _stim(mask_t)
+    yield from acquire(scope.camera, scope.channel, v.channels, kind="image", **common)
+    if v.ref:
+        yield from acquire(scope.camera, scope.channel, v.ref_channels, kind="ref", **common)
+    if v.stim and stim_mode == "current":
+        yield from _stim(v.t)
+    if per_visit:
+        yield from trigger_and_read_complete([*per_visit, tag] if tag else per_visit, "per_visit")
+
+
+class OptogeneticPlan(Generator[Msg, Any, str]):
+    """The experiment plan: a generator of messages (``RE(plan)``) you can edit as it runs.
+
+    Built by `optogenetic_plan`; validation has already happened when you hold one.
+    It is a real generator (``send``/``throw``/``close``), so bluesky's preprocessors
+    (``bpp.baseline_wrapper(plan, ...)``) and ``yield from plan`` in users' plans work.
+    `extend` and `replace_pending` may be called from any thread while the RunEngine runs
+    it; the changes are validated first and take effect at the next visit.
+    """
+
+    def __init__(
+        self,
+        fovs: Sequence[Sequence[float]],
+        phases: Sequence[Element],
+        *,
+        microscope: Microscope,
+        analyzer: Any,
+        stim_mode: str,
+        on_resume: str,
+        per_visit: Sequence[Readable],
+        md: dict | None,
+        time_per_fov: float | None,
+        stim_mask: Any,
+        mask_timeout: float,
+    ) -> None:
+        self.fovs = [tuple(float(v) for v in xy) for xy in fovs]
+        self.microscope = microscope
+        self.analyzer = analyzer
+        self.stim_mode = stim_mode
+        self.on_resume = on_resume
+        self.per_visit = list(per_visit)
+        self.md = dict(md or {})
+        self.time_per_fov = time_per_fov
+        self.stim_mask = stim_mask
+        self.mask_timeout = mask_timeout
+        self._lock = threading.Lock()
+        self._elements: list[Element] = []
+        self._started = 0  # elements whose visits have begun (can't be replaced)
+        self._schedule: Schedule | None = None
+        self.visits_done = 0
+        self._gen: MsgGenerator[str] | None = None
+        self._check(list(phases))
+        self._elements = list(phases)
+        self._schedule = self._build_schedule()
+
+    # ----------------------------------------------------------------- editing
+    def _check(self, elements: list[Element]) -> None:
+        problems = validate_experiment(
+            self.microscope,
+            self.fovs,
+            elements,
+            analyzer=self.analyzer,
+            stim_mask=self.stim_mask,
+            stim_mode=self.stim_mode,
+            on_resume=self.on_resume,
+            per_visit=self.per_visit,
+        )
+        resolved = self._resolved(elements)
+        if resolved and not problems:
+            try:
+                schedule(self.fovs, resolved, time_per_fov=self.time_per_fov)
+            except ExperimentError as exc:
+                problems += exc.problems
+        ExperimentError.raise_if(problems)
+
+    @staticmethod
+    def _resolved(elements: Sequence[Element]) -> list[Phase | Wait | Parallel]:
+        """The elements up to the first decision not yet taken."""
+        out = []
+        for el in elements:
+            if not isinstance(el, Phase | Wait | Parallel):
+                break
+            out.append(el)
+        return out
+
+    def _build_schedule(self) -> Schedule | None:
+        resolved = self._resolved(self._elements)
+        if not any(isinstance(e, Phase | Parallel) for e in resolved):
+            return None
+        return schedule(self.fovs, resolved, time_per_fov=self.time_per_fov)
+
+    @property
+    def schedule(self) -> Schedule | None:
+        """Visits known so far (up to the first decision not yet taken)."""
+        return self._schedule
+
+    @property
+    def elements(self) -> list[Element]:
+        """The experiment as it stands (phases, waits, parallels, decisions)."""
+        with self._lock:
+            return list(self._elements)
+
+    def extend(self, *elements: Element) -> None:
+        """Append phases/waits/decisions to the experiment (also while it runs)."""
+        with self._lock:
+            new = [*self._elements, *elements]
+            self._check(new)
+            self._elements = new
+            self._schedule = self._build_schedule()
+
+    def replace_pending(self, elements: Sequence[Element]) -> None:
+        """Replace every element whose visits have not begun."""
+        with self._lock:
+            new = [*self._elements[: self._started], *elements]
+            self._check(new)
+            self._elements = new
+            self._schedule = self._build_schedule()
+
+    # --------------------------------------------------------------- running
+    def _start_md(self) -> dict[str, Any]:
+        sched = self._schedule
+        phases = [p for p in self._resolved(self._elements) if isinstance(p, Phase)]
+        md: dict[str, Any] = {
+            "plan_name": "optogenetic_plan",
+            "experiment": experiment_to_json(self._elements),
+            "phase_names": sorted({p.name for p in phases}),
+            "fovs": [list(xy) for xy in self.fovs],
+            "stim_mode": self.stim_mode,
+            "on_resume": self.on_resume,
+            "time_per_fov": self.time_per_fov,
+            "num_visits": len(sched) if sched else 0,
+            "num_points": sum(len(v.channels) + len(v.ref_channels) for v in sched or ()),
+            "hints": {"dimensions": [(["visit-t"], "primary")]},
+        }
+        if sched is not None and len(sched) <= _MAX_SCHEDULE_IN_START:
+            md["schedule"] = sched.to_json()
+        md.update(self.md)
+        return md
+
+    def _next_visit(self, ctx: DecisionContext) -> Visit | None:
+        """The visit to run next, taking the next decision when the known ones are done."""
+        while True:
+            with self._lock:
+                sched = self._schedule
+                n_known = len(sched) if sched is not None else 0
+                if self.visits_done < n_known:
+                    v = sched[self.visits_done]
+                    self._started = max(self._started, self._element_of(v))
+                    return v
+                n_resolved = len(self._resolved(self._elements))
+                if n_resolved == len(self._elements):
+                    return None
+                decision = self._elements[n_resolved]
+            result = decision(ctx)
+            chosen = [] if result is None else result if isinstance(result, list) else [result]
+            with self._lock:
+                new = [*self._elements[:n_resolved], *chosen, *self._elements[n_resolved + 1 :]]
+                self._check(new)
+                self._elements = new
+                self._schedule = self._build_schedule()
+
+    def _element_of(self, v: Visit) -> int:
+        """One past the index of the element holding visit ``v`` (its phase has begun)."""
+        owner: list[int] = []  # flattened phase index -> element index
+        for i, el in enumerate(self._resolved(self._elements)):
+            if isinstance(el, Phase):
+                owner.append(i)
+            elif isinstance(el, Parallel):
+                owner += [i] * sum(isinstance(p, Phase) for b in el.branches for p in b)
+        return owner[v.phase_index] + 1
+
+    # ------------------------------------------------------ generator protocol
+    def _generator(self) -> MsgGenerator[str]:
+        if self._gen is None:
+            self._gen = self._plan()
+        return self._gen
+
+    def __iter__(self) -> MsgGenerator[str]:
+        # The underlying Python generator: the RunEngine drives it directly.
+        return self._generator()
+
+    def send(self, value: Any) -> Msg:
+        """Resume the plan with the RunEngine's response to the last message."""
+        return self._generator().send(value)
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Msg:  # type: ignore[override]
+        """Raise an exception (a RunEngine interruption) inside the plan."""
+        if val is None and tb is None:
+            return self._generator().throw(typ)
+        return self._generator().throw(typ, val, tb)
+
+    def close(self) -> None:
+        """Close the plan (runs its cleanup)."""
+        if self._gen is not None:
+            self._gen.close()
+
+    def _plan(self) -> MsgGenerator[str]:
+        scope = self.microscope
+        tag = VisitTag(name="visit")
+        clock = PauseClock()
+        masks = getattr(self.analyzer, "masks", None) if self.analyzer is not None else None
+        if masks is None:
+            masks = MaskFacet(
+                FixedMask(True if self.stim_mask is None else self.stim_mask),
+                scope.dmd.camera_shape if scope.dmd is not None else (1, 1),
+                timeout=self.mask_timeout,
+                name="mask",
+            )
+        yield from ensure_connected(tag, masks)
+        staged = [scope.camera] + ([scope.dmd] if scope.dmd is not None else [])
+        ctx = DecisionContext(self, 0, scope, self.analyzer)
+        shift = self.on_resume == "shift"
+
+        @bpp.stage_decorator(staged)
+        @bpp.run_decorator(md=self._start_md())
+        def inner() -> MsgGenerator[None]:
+            yield Msg("null", clock)  # the RunEngine now tells the clock about pauses
+            t0 = time.time()
+            applied: dict[str, Any] = {}
+            last_t: dict[int, int] = {}
+            while (v := self._next_visit(ctx)) is not None:
+                yield from bps.checkpoint()
+
+                def deadline(v: Visit = v) -> float:
+                    return t0 + v.time + (clock.consume()[0] if shift else 0.0)
+
+                yield from wait_until(deadline)
+                tag.update(v, scheduled=deadline())
+                yield from visit(
+                    scope,
+                    v,
+                    masks=masks,
+                    mask_t=last_t.get(v.p),
+                    stim_mode=self.stim_mode,
+                    tag=tag,
+                    per_visit=self.per_visit,
+                    clock=clock,
+                    applied=applied,
+                )
+                last_t[v.p] = v.t
+                self.visits_done += 1
+                ctx.visits_done = self.visits_done
+
+        return (yield from bpp.rewindable_wrapper(inner(), False))
+
+
+def optogenetic_plan(
+    fovs: Sequence[Sequence[float]],
+    phases: Sequence[Element],
+    *,
+    microscope: Microscope | None = None,
+    analyzer: Any = None,
+    stim_mode: str = "current",
+    on_resume: str = "shift",
+    per_visit: Sequence[Readable] = (),
+    md: dict | None = None,
+    time_per_fov: float | None = None,
+    stim_mask: Any = None,
+    mask_timeout: float = 80.0,
+) -> OptogeneticPlan:
+    """Run a multi-phase, multi-FOV, closed-loop experiment as one bluesky run.
+
+    Parameters
+    ----------
+    fovs : list of (x, y)
+        Stage positions (µm) of the fields of view; phases refer to them by index.
+    phases : list
+        `Phase`, `wait(s)`, `parallel(...)` and decision callables
+        (``f(ctx: DecisionContext) -> Phase | list | None``, called when reached: ordinary
+        Python choosing what comes next), run in order on one absolute clock.
+    microscope, analyzer :
+        Default: the session's (`set_session`). The analyzer provides stimulation masks
+        through its ``masks`` facet; without one, stimulation is whole-field, or
+        ``stim_mask`` if given.
+    stim_mask : bool or array
+        Without an analyzer: the fixed mask (camera pixels, bool, the camera's shape) every
+        stimulation fires; default whole field.
+    stim_mode : {"current", "previous"}
+        ``"current"``: image, then fire this frame's mask. ``"previous"``: fire the mask of
+        this FOV's previous frame, then image (never on a FOV's first visit).
+    on_resume : {"shift", "catch_up"}
+        After a pause, shift the rest of the schedule by the time paused (intervals stay
+        true) or keep the original clock (late visits run at once).
+    per_visit : list of Readable
+        Extra instruments read once per visit (stream ``per_visit``).
+    md : dict
+        Extra start-document metadata.
+    time_per_fov : float
+        Seconds one FOV visit takes: enables FOV batching and per-FOV stagger.
+    mask_timeout : float
+        Seconds to wait for a mask before firing a blank one (recorded as missed).
+
+    Returns
+    -------
+    OptogeneticPlan
+        Iterable plan: ``RE(optogenetic_plan(fovs, phases))``. The whole experiment is
+        validated here, so an invalid one raises `ExperimentError` (listing every problem)
+        before any run opens or any device moves.
+
+    Notes
+    -----
+    The plan runs non-rewindable with a checkpoint before every visit (and in waits):
+    the first Ctrl-C pauses between visits, a second one at once; ``RE.resume()``
+    continues without repeating or losing a frame or a stimulation. The start document
+    carries the experiment (``experiment``), the schedule (``schedule``) and
+    ``phase_names``; every frame's event carries ``visit-t``, ``visit-p``,
+    ``visit-phase``, ``visit-kind`` (image/ref/stim) and ``visit-c``.
+
+    """
+    scope = microscope if microscope is not None else session_microscope()
+    analyzer = analyzer if analyzer is not None else session_analyzer()
+    if scope is None:
+        raise ExperimentError(
+            [
+                "no microscope: pass microscope=... or set the session default with "
+                "faro_bluesky.plans.set_session(microscope=scope)"
+            ]
+        )
+    if isinstance(stim_mask, np.ndarray):
+        stim_mask = np.asarray(stim_mask)
+    return OptogeneticPlan(
+        fovs,
+        phases,
+        microscope=scope,
+        analyzer=analyzer,
+        stim_mode=stim_mode,
+        on_resume=on_resume,
+        per_visit=per_visit,
+        md=md,
+        time_per_fov=time_per_fov,
+        stim_mask=stim_mask,
+        mask_timeout=mask_timeout,
+    )

@@ -1,0 +1,78 @@
+"""Small helpers read or seen by the experiment plans: visit tags and the pause clock."""
+
+from __future__ import annotations
+
+import time
+
+from ophyd_async.core import StandardReadable, soft_signal_r_and_setter
+
+
+class VisitTag(StandardReadable):
+    """What each frame is: timepoint, FOV, phase, kind and schedule, read with every frame.
+
+    ``kind`` is ``"image"``, ``"ref"`` or ``"stim"``; ``c`` is the channel's position within
+    its kind; ``scheduled`` is the visit's scheduled start (epoch s, after any shift). The
+    analyzer and the status callback find frames by these fields, so documents alone
+    describe the experiment.
+    """
+
+    def __init__(self, name: str = "visit") -> None:
+        with self.add_children_as_readables():
+            self.t, self._set_t = soft_signal_r_and_setter(int, -1)
+            self.p, self._set_p = soft_signal_r_and_setter(int, -1)
+            self.frame, self._set_frame = soft_signal_r_and_setter(int, -1)
+            self.index, self._set_index = soft_signal_r_and_setter(int, -1)
+            self.phase, self._set_phase = soft_signal_r_and_setter(str, "")
+            self.kind, self._set_kind = soft_signal_r_and_setter(str, "")
+            self.c, self._set_c = soft_signal_r_and_setter(int, 0)
+            self.scheduled, self._set_scheduled = soft_signal_r_and_setter(float, 0.0, units="s")
+        super().__init__(name=name)
+
+    def update(self, visit: object, *, scheduled: float) -> None:
+        """Tag the frames of ``visit`` (a `Visit`)."""
+        self._set_t(visit.t)
+        self._set_p(visit.p)
+        self._set_frame(visit.frame)
+        self._set_index(visit.index)
+        self._set_phase(visit.phase)
+        self._set_scheduled(scheduled)
+
+    def frame_kind(self, kind: str, c: int) -> None:
+        """Tag the next frame as channel ``c`` of ``kind``."""
+        self._set_kind(kind)
+        self._set_c(c)
+
+
+class PauseClock:
+    """Measures time spent paused or suspended; the RunEngine calls ``pause``/``resume``.
+
+    The RunEngine notifies every Pausable object a plan has sent a message to, so the plan
+    sends it one (``Msg("null", clock)``). Suspensions may end without ``resume()``, so
+    paused time is also closed when the plan asks for it (`consume`): the plan only runs
+    when it is not paused.
+    """
+
+    def __init__(self) -> None:
+        self._since: float | None = None
+        self.total = 0.0
+        self.count = 0
+
+    def pause(self) -> None:
+        """Called by the RunEngine when it pauses or suspends."""
+        if self._since is None:
+            self._since = time.monotonic()
+            self.count += 1
+
+    def resume(self) -> None:
+        """Called by the RunEngine on resume."""
+        self._close()
+
+    def _close(self) -> None:
+        if self._since is not None:
+            self.total += time.monotonic() - self._since
+            self._since = None
+
+    def consume(self) -> tuple[float, int]:
+        """Paused seconds so far and the number of pauses (closing an open pause)."""
+        self._close()
+        return self.total, self.count

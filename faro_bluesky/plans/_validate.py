@@ -1,0 +1,124 @@
+"""Checks an experiment against the microscope and the analyzer before any run opens."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+from bluesky.protocols import Readable
+
+from ._model import Parallel, Phase, Wait
+
+STIM_MODES = ("current", "previous")
+RESUME_MODES = ("shift", "catch_up")
+
+
+def iter_phases(elements: Iterable[Any]) -> Iterable[Phase]:
+    """Every Phase in an experiment list, inside Parallel branches too."""
+    for el in elements:
+        if isinstance(el, Phase):
+            yield el
+        elif isinstance(el, Parallel):
+            for branch in el.branches:
+                yield from (p for p in branch if isinstance(p, Phase))
+
+
+def _channel_problems(microscope: Any, phases: Sequence[Phase]) -> list[str]:
+    problems, seen = [], set()
+    for phase in phases:
+        kinds = [("channels", phase.channels), ("ref_channels", phase.ref_channels)]
+        kinds += [("stim_channels", phase.stim_channels_at(f)) for f in phase.stim_frames]
+        for kind, channels in kinds:
+            for ch in channels:
+                key = (ch.config, ch.exposure, ch.power, ch.group)
+                if key in seen:
+                    continue
+                seen.add(key)
+                try:
+                    microscope.channel.check_value(ch)
+                except (ValueError, TypeError) as exc:
+                    problems.append(f"phase {phase.name!r} {kind}: {exc}")
+    return problems
+
+
+def _analyzer_problems(analyzer: Any, phases: Sequence[Phase]) -> list[str]:
+    problems = []
+    required = set(getattr(analyzer, "required_metadata", ()) or ())
+    required_stim = set(getattr(analyzer, "required_stim_metadata", ()) or ())
+    for phase in phases:
+        missing = required - set(phase.metadata)
+        if phase.stim_frames:
+            missing |= required_stim - set(phase.metadata)
+        if missing:
+            problems.append(
+                f"phase {phase.name!r} lacks metadata {sorted(missing)} that the analyzer's "
+                f"components require: add them to Phase(..., metadata={{...}})"
+            )
+    return problems
+
+
+def validate_experiment(
+    microscope: Any,
+    fovs: Sequence[Sequence[float]],
+    elements: Sequence[Any],
+    *,
+    analyzer: Any = None,
+    stim_mask: Any = None,
+    stim_mode: str = "current",
+    on_resume: str = "shift",
+    per_visit: Sequence[Any] = (),
+) -> list[str]:
+    """Every problem that would stop ``elements`` from running on ``microscope``.
+
+    Pure checks against cached device limits: nothing is moved, nothing is emitted.
+    """
+    problems: list[str] = []
+    if microscope is None:
+        return [
+            "no microscope: pass microscope=... or set the session default with "
+            "faro_bluesky.plans.set_session(microscope=scope)"
+        ]
+    if stim_mode not in STIM_MODES:
+        problems.append(f"stim_mode={stim_mode!r} is not one of {STIM_MODES}")
+    if on_resume not in RESUME_MODES:
+        problems.append(f"on_resume={on_resume!r} is not one of {RESUME_MODES}")
+    for i, xy in enumerate(fovs):
+        try:
+            microscope.stage.check_value(xy)
+        except (ValueError, TypeError) as exc:
+            problems.append(f"fovs[{i}]: {exc}")
+    for i, obj in enumerate(per_visit):
+        if not isinstance(obj, Readable):
+            problems.append(f"per_visit[{i}]={obj!r} is not a bluesky Readable (no read())")
+    for i, el in enumerate(elements):
+        if not (isinstance(el, Phase | Wait | Parallel) or callable(el)):
+            problems.append(
+                f"phases[{i}]={el!r} is not a Phase, wait(), parallel() or a decision callable"
+            )
+    phases = list(iter_phases(elements))
+    problems += _channel_problems(microscope, phases)
+    stim = any(p.stim_frames for p in phases)
+    patterned = analyzer is not None or isinstance(stim_mask, np.ndarray)
+    if stim and patterned:
+        if microscope.dmd is None:
+            problems.append(
+                "stimulation masks need a DMD but the microscope has none: stimulate "
+                "whole-field (no analyzer, stim_mask=None) or add an SLM"
+            )
+        elif not microscope.dmd.is_calibrated:
+            problems.append(
+                "the DMD is not calibrated but the stim phases need masks: run "
+                "RE(calibrate_dmd(scope)) first (or set scope.dmd.affine)"
+            )
+    if isinstance(stim_mask, np.ndarray) and microscope.dmd is not None:
+        try:
+            microscope.dmd.check_value(stim_mask.astype(bool))
+        except ValueError as exc:
+            if "not calibrated" not in str(exc):
+                problems.append(f"stim_mask: {exc}")
+    if analyzer is not None:
+        if getattr(analyzer, "masks", None) is None and stim:
+            problems.append("the analyzer has no mask facet (analyzer.masks)")
+        problems += _analyzer_problems(analyzer, phases)
+    return problems

@@ -1,0 +1,254 @@
+"""optogenetic_plan on the simulated microscope: order, stimulation, extra instruments."""
+
+from __future__ import annotations
+
+import bluesky.preprocessors as bpp
+import numpy as np
+import pytest
+from ophyd.sim import SynAxis, SynGauss
+
+from faro_bluesky.plans import Channel, ExperimentError, Phase, optogenetic_plan, wait
+
+FOVS = [(0.0, 0.0), (400.0, 0.0)]
+IMG = [Channel("miRFP", 10)]
+STIM = [Channel("Cyan", 20, 10)]
+
+
+def frames(docs):
+    """(t, p, kind, c, channel) of every primary event, in order."""
+    return [
+        (
+            e["data"]["visit-t"],
+            e["data"]["visit-p"],
+            e["data"]["visit-kind"],
+            e["data"]["visit-c"],
+            e["data"]["channel-config"],
+        )
+        for e in events(docs, "primary")
+    ]
+
+
+def events(docs, stream):
+    uids = {d["uid"] for d in docs.of("descriptor") if d["name"] == stream}
+    return [e for e in docs.of("event") if e["descriptor"] in uids]
+
+
+def stim_phase(n=4, frames_=(1, 2), **kw):
+    return Phase(
+        "stim",
+        interval=0.05,
+        n_frames=n,
+        channels=IMG,
+        stim_channels=STIM,
+        stim_frames=frames_,
+        **kw,
+    )
+
+
+def test_current_mode_images_then_fires_this_frames_mask(RE, docs, scope):
+    result = RE(optogenetic_plan(FOVS[:1], [stim_phase()], microscope=scope))
+    assert result.exit_status == "success"
+    assert frames(docs) == [
+        (0, 0, "image", 0, "miRFP"),
+        (1, 0, "image", 0, "miRFP"),
+        (1, 0, "stim", 0, "Cyan"),
+        (2, 0, "image", 0, "miRFP"),
+        (2, 0, "stim", 0, "Cyan"),
+        (3, 0, "image", 0, "miRFP"),
+    ]
+    masks = events(docs, "mask")
+    assert [(m["data"]["mask-fov"], m["data"]["mask-t"]) for m in masks] == [(0, 1), (0, 2)]
+    assert all(m["data"]["mask-mask"].all() for m in masks)  # whole field, recorded
+
+
+def test_previous_mode_fires_last_frames_mask_first_and_never_at_t0(RE, docs, scope):
+    phase = stim_phase(frames_=(0, 1, 3))
+    RE(optogenetic_plan(FOVS[:1], [phase], microscope=scope, stim_mode="previous"))
+    assert frames(docs) == [
+        (0, 0, "image", 0, "miRFP"),  # t=0: no previous frame, no stimulation
+        (1, 0, "stim", 0, "Cyan"),
+        (1, 0, "image", 0, "miRFP"),
+        (2, 0, "image", 0, "miRFP"),
+        (3, 0, "stim", 0, "Cyan"),
+        (3, 0, "image", 0, "miRFP"),
+    ]
+    masks = events(docs, "mask")
+    assert [m["data"]["mask-t"] for m in masks] == [0, 2]  # the mask of t-1
+
+
+def test_ref_channels_come_after_imaging_and_before_current_stim(RE, docs, scope):
+    phase = stim_phase(n=2, frames_=(1,), ref_channels=[Channel("ERKKTR", 10)], ref_frames=(-1,))
+    RE(optogenetic_plan(FOVS[:1], [phase], microscope=scope))
+    assert frames(docs) == [
+        (0, 0, "image", 0, "miRFP"),
+        (1, 0, "image", 0, "miRFP"),
+        (1, 0, "ref", 0, "ERKKTR"),
+        (1, 0, "stim", 0, "Cyan"),
+    ]
+
+
+def test_fixed_mask_lights_only_the_chosen_cell(RE, docs, calibrated_scope):
+    scope = calibrated_scope
+    gt = scope.sim.ground_truth()
+    mask = gt.cells == 1
+    phase = stim_phase(n=2, frames_=(0,))
+    RE(optogenetic_plan([tuple(scope.sim.world.xy)], [phase], microscope=scope, stim_mask=mask))
+    (m,) = events(docs, "mask")
+    np.testing.assert_array_equal(m["data"]["mask-mask"], mask.astype(np.uint8))
+    activity = scope.sim.sample.activity(gt.ids)
+    assert activity[0] > 0
+    assert np.count_nonzero(activity) == 1
+    assert scope.core.getSLMImage().max() == 0  # blank after the stimulation
+
+
+def test_stage_moves_only_when_the_fov_changes(RE, docs, scope):
+    moves = []
+    RE.msg_hook = lambda msg: (
+        moves.append(msg.args) if msg.command == "set" and msg.obj is scope.stage else None
+    )
+    phase = Phase("p", interval=0.05, n_frames=3, channels=[Channel("miRFP", 5), Channel("BF", 5)])
+    RE(optogenetic_plan(FOVS[:1], [phase], microscope=scope))
+    assert len(moves) == 1
+    RE.msg_hook = None
+
+
+def test_start_document_carries_experiment_and_schedule(RE, docs, scope):
+    phases = [
+        Phase("a", interval=0.05, n_frames=2, channels=IMG),
+        wait(0.05),
+        Phase("b", interval=0.05, n_frames=1, channels=IMG),
+    ]
+    RE(optogenetic_plan(FOVS, phases, microscope=scope, md={"sample": "HeLa"}))
+    (start,) = docs.of("start")
+    assert start["plan_name"] == "optogenetic_plan"
+    assert start["phase_names"] == ["a", "b"]
+    assert [e["type"] for e in start["experiment"]] == ["phase", "wait", "phase"]
+    assert len(start["schedule"]) == 6
+    assert start["sample"] == "HeLa"
+    assert start["num_points"] == 6
+    assert len(events(docs, "primary")) == 6
+
+
+def test_per_visit_baseline_and_monitor(RE, docs, scope):
+    motor = SynAxis(name="temp_stage")
+    det = SynGauss("probe", motor, "temp_stage", center=0, Imax=1)
+    phase = Phase("p", interval=0.05, n_frames=2, channels=IMG)
+    plan = optogenetic_plan(FOVS, [phase], microscope=scope, per_visit=[det])
+    plan = bpp.baseline_wrapper(plan, [motor])
+    plan = bpp.monitor_during_wrapper(plan, [scope.focus.readback])  # signals are monitorable
+    assert RE(plan).exit_status == "success"
+    streams = {d["name"] for d in docs.of("descriptor")}
+    assert {"primary", "per_visit", "baseline", "focus_monitor"} <= streams
+    assert len(events(docs, "per_visit")) == 4
+    assert len(events(docs, "baseline")) == 2
+
+
+def test_suspender_pauses_and_resumes_by_itself(RE, docs, scope):
+    from bluesky.suspenders import SuspendBoolHigh
+    from ophyd import Signal
+
+    flag = Signal(name="autofocus_lost", value=0)
+    RE.install_suspender(SuspendBoolHigh(flag, sleep=0))
+
+    def trip_once(name, doc):
+        if name == "event" and not trip_once.done:
+            trip_once.done = True
+            flag.put(1)
+            import threading
+
+            threading.Timer(0.2, flag.put, args=(0,)).start()
+
+    trip_once.done = False
+    RE.subscribe(trip_once)
+    phase = Phase("p", interval=0.05, n_frames=3, channels=IMG)
+    result = RE(optogenetic_plan(FOVS, [phase], microscope=scope))
+    RE.clear_suspenders()
+    assert result.exit_status == "success"
+    got = sorted((t, p) for t, p, *_ in frames(docs))
+    assert got == sorted((t, p) for t in range(3) for p in range(2))
+
+
+def test_decision_between_phases_is_plain_python(RE, docs, scope):
+    baseline = Phase("baseline", interval=0.05, n_frames=2, channels=IMG)
+    seen = {}
+
+    def decide(ctx):
+        seen["visits"] = ctx.visits_done
+        n = 3 if ctx.visits_done == 4 else 1  # e.g. from the analyzer's tracks
+        return Phase("chosen", interval=0.05, n_frames=n, channels=IMG)
+
+    RE(optogenetic_plan(FOVS, [baseline, decide], microscope=scope))
+    assert seen["visits"] == 4
+    phases = [e["data"]["visit-phase"] for e in events(docs, "primary")]
+    assert phases == ["baseline"] * 4 + ["chosen"] * 6
+    assert [e["data"]["visit-t"] for e in events(docs, "primary")][-1] == 4
+
+
+def test_extend_while_running(RE, docs, scope):
+    plan = optogenetic_plan(
+        FOVS[:1], [Phase("a", interval=0.05, n_frames=2, channels=IMG)], microscope=scope
+    )
+
+    def extend_once(name, doc):
+        if name == "event" and not extend_once.done:
+            extend_once.done = True
+            plan.extend(Phase("more", interval=0.05, n_frames=2, channels=IMG))
+
+    extend_once.done = False
+    RE.subscribe(extend_once)
+    RE(plan)
+    assert [e["data"]["visit-phase"] for e in events(docs, "primary")] == ["a", "a", "more", "more"]
+
+
+def test_invalid_experiment_lists_every_problem_before_any_document(RE, docs, scope):
+    phases = [
+        Phase(
+            "bad",
+            interval=1,
+            n_frames=2,
+            channels=[Channel("GFP", 10), Channel("miRFP", 9000)],
+            stim_channels=[Channel("Cyan", 10, 150)],
+            stim_frames=(0,),
+        ),
+    ]
+    with pytest.raises(ExperimentError) as info:
+        optogenetic_plan(
+            [(0, 0), (50_000, 0)],
+            phases,
+            microscope=scope,
+            stim_mask=np.ones((256, 256), bool),
+            stim_mode="sometimes",
+        )
+    text = str(info.value)
+    for needle in ("GFP", "9000", "power=150", "fovs[1]", "not calibrated", "stim_mode"):
+        assert needle in text
+    assert len(info.value.problems) >= 6
+    assert docs.docs == []
+    assert scope.core.getXYPosition() == (0.0, 0.0)
+
+
+def test_analyzer_metadata_requirements_are_checked(RE, scope):
+    class NeedsMeta:
+        masks = None
+        required_metadata = {"stim_fraction"}
+
+    with pytest.raises(ExperimentError, match="stim_fraction"):
+        optogenetic_plan(
+            FOVS,
+            [Phase("p", interval=1, n_frames=1, channels=IMG)],
+            microscope=scope,
+            analyzer=NeedsMeta(),
+        )
+
+
+def test_session_default_microscope(RE, docs, scope):
+    from faro_bluesky.plans import clear_session, set_session
+
+    set_session(microscope=scope)
+    try:
+        RE(optogenetic_plan(FOVS[:1], [Phase("p", interval=0.05, n_frames=1, channels=IMG)]))
+    finally:
+        clear_session()
+    assert len(events(docs, "primary")) == 1
+    with pytest.raises(ExperimentError, match="no microscope"):
+        optogenetic_plan(FOVS, [Phase("p", interval=1, n_frames=1, channels=IMG)])
