@@ -40,9 +40,7 @@ class ProgressDisplay(DocumentRouter):
         )
         self._progress.start()
         total = doc.get("num_points")
-        self._task = self._progress.add_task(
-            doc.get("plan_name", "run"), total=total, rate=""
-        )
+        self._task = self._progress.add_task(doc.get("plan_name", "run"), total=total, rate="")
         self._t0 = time.monotonic()
         self.events = 0
 
