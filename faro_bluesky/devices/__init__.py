@@ -4,10 +4,11 @@ from ._affine import similarity, warp
 from ._camera import Camera
 from ._channel import ChannelPresets, LightSetting
 from ._dmd import DMD, DMDPattern
-from ._frames import Frame, FrameCache
+from ._frames import Frame, FrameCache, find_frame
 from ._masks import FixedMask, MaskFacet, MaskProvider
 from ._microscope import Microscope
 from ._stage import Focus, StageAxis, XYStage
+from ._summary import SummaryFacet, SummarySource
 from ._worker import CoreWorker
 
 __all__ = [
@@ -25,7 +26,10 @@ __all__ = [
     "MaskProvider",
     "Microscope",
     "StageAxis",
+    "SummaryFacet",
+    "SummarySource",
     "XYStage",
+    "find_frame",
     "similarity",
     "warp",
 ]

@@ -9,6 +9,7 @@ first axis (the StreamDatum ``indices``).
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -53,6 +54,7 @@ class FrameCache:
         self._frames: OrderedDict[tuple[str, int], Frame] = OrderedDict()
         self._lock = threading.Lock()
         self._latest: Frame | None = None
+        _LIVE_CACHES.add(self)
 
     def add(self, frame: Frame) -> None:
         """Keep ``frame``, dropping the oldest one beyond ``maxlen``, and announce it."""
@@ -76,3 +78,20 @@ class FrameCache:
     def __len__(self) -> int:
         with self._lock:
             return len(self._frames)
+
+
+_LIVE_CACHES: weakref.WeakSet[FrameCache] = weakref.WeakSet()
+
+
+def find_frame(uri: str, index: int) -> Frame | None:
+    """The frame at ``index`` of array ``uri`` if any live `FrameCache` still holds it.
+
+    Lets a document consumer (the analyzer) take pixels from memory when the camera is in
+    this process, and fall back to reading the zarr store otherwise (replay), with one
+    code path.
+    """
+    for cache in list(_LIVE_CACHES):
+        frame = cache.get(uri, index)
+        if frame is not None:
+            return frame
+    return None

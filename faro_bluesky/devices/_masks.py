@@ -14,7 +14,7 @@ import time
 from typing import Protocol, runtime_checkable
 
 import numpy as np
-from bluesky.protocols import Movable
+from bluesky.protocols import Movable, Stoppable
 from numpy.typing import NDArray
 from ophyd_async.core import (
     AsyncStatus,
@@ -50,7 +50,7 @@ class FixedMask:
         return self.mask
 
 
-class MaskFacet(StandardReadable, Movable[tuple[int, int]]):
+class MaskFacet(StandardReadable, Movable[tuple[int, int]], Stoppable):
     """Readable mask of the frame selected with ``bps.mv(facet, (fov, t))``.
 
     Trigger waits (up to ``timeout`` s) for the provider; read gives ``mask`` (uint8, 0/1,
@@ -70,6 +70,9 @@ class MaskFacet(StandardReadable, Movable[tuple[int, int]]):
         self.camera_shape = tuple(camera_shape)
         self.timeout = timeout
         self._request = (0, 0)
+        self._cancel: asyncio.Event | None = None
+        self.interrupted = False
+        """True when the last trigger was ended by `stop` rather than by a mask or timeout."""
         with self.add_children_as_readables(StandardReadableFormat.UNCACHED_SIGNAL):
             self.mask, self._set_mask = soft_signal_r_and_setter(
                 np.ndarray, np.zeros(self.camera_shape, np.uint8)
@@ -80,6 +83,11 @@ class MaskFacet(StandardReadable, Movable[tuple[int, int]]):
             self.missed, self._set_missed = soft_signal_r_and_setter(bool, False)
             self.wait_ms, self._set_wait_ms = soft_signal_r_and_setter(float, 0.0, units="ms")
         super().__init__(name=name)
+
+    async def stop(self, success: bool = True) -> None:
+        """End a mask wait at once (the RunEngine pauses, stops or aborts)."""
+        if self._cancel is not None:
+            self._cancel.set()
 
     def set(self, value: tuple[int, int]) -> AsyncStatus:
         """Select the frame ``(fov, t)`` whose mask the next trigger fetches."""
@@ -102,16 +110,31 @@ class MaskFacet(StandardReadable, Movable[tuple[int, int]]):
 
     @AsyncStatus.wrap
     async def trigger(self) -> None:
-        """Wait for the selected frame's mask; a late or failed mask becomes a blank miss."""
+        """Wait for the selected frame's mask; a late or failed mask becomes a blank miss.
+
+        `stop` (the RunEngine pausing, stopping or aborting) ends the wait at once; the
+        trigger then reports ``interrupted`` so the plan asks again after a resume.
+        """
         fov, t = self._request
         start = time.monotonic()
         missed = False
+        self.interrupted = False
+        self._cancel = asyncio.Event()
+        getter = asyncio.ensure_future(self.provider.get_mask(fov, t))
+        cancelled = asyncio.ensure_future(self._cancel.wait())
+        done, _ = await asyncio.wait(
+            {getter, cancelled}, timeout=self.timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        for task in (getter, cancelled):
+            if task not in done:
+                task.cancel()
         try:
-            mask = self._as_array(
-                await asyncio.wait_for(self.provider.get_mask(fov, t), self.timeout)
-            )
-        except (TimeoutError, ValueError, RuntimeError):
+            if getter not in done:
+                raise TimeoutError
+            mask = self._as_array(getter.result())
+        except (TimeoutError, ValueError, RuntimeError, asyncio.CancelledError):
             mask, missed = np.zeros(self.camera_shape, np.uint8), True
+            self.interrupted = cancelled in done
         self._set_mask(mask)
         self._set_fov(fov)
         self._set_t(t)

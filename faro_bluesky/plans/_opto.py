@@ -16,12 +16,20 @@ from bluesky.protocols import Readable
 from bluesky.utils import MsgGenerator
 from ophyd_async.plan_stubs import ensure_connected
 
-from ..devices import FixedMask, MaskFacet, Microscope
+from ..devices import FixedMask, MaskFacet, Microscope, SummaryFacet
 from ._errors import ExperimentError
 from ._model import Parallel, Phase, Wait, experiment_to_json
 from ._schedule import Schedule, Visit, schedule
 from ._session import session_analyzer, session_microscope
-from ._stubs import acquire, fetch_mask, move, stimulate, trigger_and_read_complete, wait_until
+from ._stubs import (
+    acquire,
+    fetch_mask,
+    move,
+    record_summaries,
+    stimulate,
+    trigger_and_read_complete,
+    wait_until,
+)
 from ._tags import PauseClock, VisitTag
 from ._validate import validate_experiment
 
@@ -121,6 +129,7 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
         time_per_fov: float | None,
         stim_mask: Any,
         mask_timeout: float,
+        settle_timeout: float = 60.0,
     ) -> None:
         self.fovs = [tuple(float(v) for v in xy) for xy in fovs]
         self.microscope = microscope
@@ -132,6 +141,7 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
         self.time_per_fov = time_per_fov
         self.stim_mask = stim_mask
         self.mask_timeout = mask_timeout
+        self.settle_timeout = settle_timeout
         self._lock = threading.Lock()
         self._elements: list[Element] = []
         self._started = 0  # elements whose visits have begun (can't be replaced)
@@ -287,15 +297,17 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
         scope = self.microscope
         tag = VisitTag(name="visit")
         clock = PauseClock()
-        masks = getattr(self.analyzer, "masks", None) if self.analyzer is not None else None
-        if masks is None:
-            masks = MaskFacet(
-                FixedMask(True if self.stim_mask is None else self.stim_mask),
-                scope.dmd.camera_shape if scope.dmd is not None else (1, 1),
-                timeout=self.mask_timeout,
-                name="mask",
-            )
-        yield from ensure_connected(tag, masks)
+        analyzer = self.analyzer
+        if getattr(analyzer, "provides_masks", False):
+            provider, timeout = analyzer, getattr(analyzer, "mask_timeout", self.mask_timeout)
+        else:
+            provider = FixedMask(True if self.stim_mask is None else self.stim_mask)
+            timeout = self.mask_timeout
+        shape = scope.dmd.camera_shape if scope.dmd is not None else (1, 1)
+        masks = MaskFacet(provider, shape, timeout=timeout, name="mask")
+        summary = SummaryFacet(analyzer) if hasattr(analyzer, "pop_summaries") else None
+        facets = [tag, masks] + ([summary] if summary is not None else [])
+        yield from ensure_connected(*facets)
         staged = [scope.camera] + ([scope.dmd] if scope.dmd is not None else [])
         ctx = DecisionContext(self, 0, scope, self.analyzer)
         shift = self.on_resume == "shift"
@@ -329,8 +341,17 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
                 last_t[v.p] = v.t
                 self.visits_done += 1
                 ctx.visits_done = self.visits_done
+                if summary is not None:
+                    yield from record_summaries(summary)
+            if summary is not None:  # the last visits' analysis, before the run closes
+                yield from record_summaries(summary, settle=self.settle_timeout)
 
-        return (yield from bpp.rewindable_wrapper(inner(), False))
+        plan = bpp.rewindable_wrapper(inner(), False)
+        if analyzer is not None and callable(analyzer):
+            # Subscribed for the run (a second subscription by the user is harmless: the
+            # analyzer ignores a document it has just seen).
+            plan = bpp.subs_wrapper(plan, {"all": [analyzer]})
+        return (yield from plan)
 
 
 def optogenetic_plan(

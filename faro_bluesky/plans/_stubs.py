@@ -19,7 +19,7 @@ from bluesky.protocols import Readable, Triggerable
 from bluesky.utils import MsgGenerator, new_uid
 from numpy.typing import NDArray
 
-from ..devices import Camera, ChannelPresets, LightSetting, MaskFacet
+from ..devices import Camera, ChannelPresets, LightSetting, MaskFacet, SummaryFacet
 from ..devices._dmd import DMD
 from ._tags import PauseClock, VisitTag
 
@@ -146,7 +146,7 @@ def acquire(
     for c, setting in enumerate(settings):
         yield from set_channel(channel, setting, clock=clock, applied=applied)
         if tag is not None:
-            tag.frame_kind(kind, c)
+            tag.frame_kind(kind, c, len(settings))
         out.append(
             (yield from trigger_and_read_complete([camera, *readables], stream, clock=clock))
         )
@@ -158,12 +158,24 @@ def fetch_mask(
 ) -> MsgGenerator[NDArray | bool]:
     """Read the mask of frame ``(fov, t)`` through ``masks`` (stream ``"mask"``).
 
-    Reading it through a device records the mask that will fire in the documents. A mask
+    Reading it through a device records the mask that will fire in the documents; a wait
+    a pause interrupted is asked again after the resume, not recorded. A mask
     lighting every camera pixel comes back as ``True`` (whole field: every mirror on, no
     calibration needed) and an empty one as ``False``.
     """
-    yield from bps.mv(masks, (fov, t))
-    readings = yield from trigger_and_read_complete([masks], "mask", clock=clock)
+    while True:
+        before = _pauses(clock)
+        yield from bps.mv(masks, (fov, t))
+        group = new_uid()
+        status = yield from bps.trigger(masks, group=group)
+        yield from bps.wait(group=group)
+        while not status.done:
+            yield from bps.sleep(_STATUS_POLL_S)
+        if not (masks.interrupted and _pauses(clock) != before):
+            break  # a pause ended the wait: ask again now that we run again
+    yield from bps.create("mask")
+    readings = yield from bps.read(masks)
+    yield from bps.save()
     mask = readings[f"{masks.name}-mask"]["value"]
     if mask.all():
         return True
@@ -208,10 +220,25 @@ def stimulate(
             if _pauses(clock) == before:
                 break
         if tag is not None:
-            tag.frame_kind("stim", c)
+            tag.frame_kind("stim", c, len(settings))
         out.append(
             (yield from trigger_and_read_complete([camera, *readables], stream, clock=clock))
         )
     if dmd is not None:
         yield from bps.mv(dmd, False)
     return out
+
+
+def record_summaries(summary: SummaryFacet, *, settle: float | None = None) -> MsgGenerator[int]:
+    """Record every finished analysis summary as an event of stream ``analysis``.
+
+    Never waits for analysis between visits; with ``settle`` (s) it first waits, off the
+    event loop, for the analyzer to finish its work (the end of an experiment).
+    """
+    if settle is not None:
+        yield from bps.wait_for([lambda: summary.settle(settle)])
+    n = 0
+    while summary.available():
+        yield from bps.trigger_and_read([summary], name="analysis")
+        n += 1
+    return n

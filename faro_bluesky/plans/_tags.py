@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+from typing import Any
 
 from ophyd_async.core import StandardReadable, soft_signal_r_and_setter
 
@@ -11,7 +13,11 @@ class VisitTag(StandardReadable):
     """What each frame is: timepoint, FOV, phase, kind and schedule, read with every frame.
 
     ``kind`` is ``"image"``, ``"ref"`` or ``"stim"``; ``c`` is the channel's position within
-    its kind; ``scheduled`` is the visit's scheduled start (epoch s, after any shift). The
+    its kind and ``n`` the number of channels of that kind in the visit (so a consumer knows
+    when a visit's stack is complete); ``stim``/``ref`` say whether the visit stimulates /
+    takes reference channels; ``metadata`` is the phase metadata as JSON (also for phases
+    chosen while running, which the start document can't hold);
+    ``scheduled`` is the visit's scheduled start (epoch s, after any shift). The
     analyzer and the status callback find frames by these fields, so documents alone
     describe the experiment.
     """
@@ -25,22 +31,30 @@ class VisitTag(StandardReadable):
             self.phase, self._set_phase = soft_signal_r_and_setter(str, "")
             self.kind, self._set_kind = soft_signal_r_and_setter(str, "")
             self.c, self._set_c = soft_signal_r_and_setter(int, 0)
+            self.n, self._set_n = soft_signal_r_and_setter(int, 0)
+            self.stim, self._set_stim = soft_signal_r_and_setter(bool, False)
+            self.ref, self._set_ref = soft_signal_r_and_setter(bool, False)
+            self.metadata, self._set_metadata = soft_signal_r_and_setter(str, "{}")
             self.scheduled, self._set_scheduled = soft_signal_r_and_setter(float, 0.0, units="s")
         super().__init__(name=name)
 
-    def update(self, visit: object, *, scheduled: float) -> None:
+    def update(self, visit: Any, *, scheduled: float) -> None:
         """Tag the frames of ``visit`` (a `Visit`)."""
         self._set_t(visit.t)
         self._set_p(visit.p)
         self._set_frame(visit.frame)
         self._set_index(visit.index)
         self._set_phase(visit.phase)
+        self._set_stim(bool(visit.stim))
+        self._set_ref(bool(visit.ref))
+        self._set_metadata(json.dumps(visit.metadata, default=str, sort_keys=True))
         self._set_scheduled(scheduled)
 
-    def frame_kind(self, kind: str, c: int) -> None:
-        """Tag the next frame as channel ``c`` of ``kind``."""
+    def frame_kind(self, kind: str, c: int, n: int) -> None:
+        """Tag the next frame as channel ``c`` of the ``n`` channels of ``kind``."""
         self._set_kind(kind)
         self._set_c(c)
+        self._set_n(n)
 
 
 class PauseClock:

@@ -99,7 +99,9 @@ def validate_experiment(
     phases = list(iter_phases(elements))
     problems += _channel_problems(microscope, phases)
     stim = any(p.stim_frames for p in phases)
-    patterned = analyzer is not None or isinstance(stim_mask, np.ndarray)
+    patterned = bool(getattr(analyzer, "provides_masks", False)) or isinstance(
+        stim_mask, np.ndarray
+    )
     if stim and patterned:
         if microscope.dmd is None:
             problems.append(
@@ -118,7 +120,5 @@ def validate_experiment(
             if "not calibrated" not in str(exc):
                 problems.append(f"stim_mask: {exc}")
     if analyzer is not None:
-        if getattr(analyzer, "masks", None) is None and stim:
-            problems.append("the analyzer has no mask facet (analyzer.masks)")
         problems += _analyzer_problems(analyzer, phases)
     return problems

@@ -1,0 +1,33 @@
+"""Closed-loop analysis: documents in; segmentation, tracking, features and masks out.
+
+``Analyzer`` is a bluesky callback that never blocks the RunEngine; its components are small
+protocols (`Segmenter`, `Tracker`, `FeatureExtractor`, `Stimulator`,
+`RefFeatureExtractor`) with implementations in `faro_bluesky.analysis.components`.
+"""
+
+from ._analyzer import AnalysisError, Analyzer, VisitSummary
+from ._board import MaskBoard, MaskUnavailable
+from ._outputs import read_tracks
+from ._protocols import (
+    FeatureExtractor,
+    FrameInfo,
+    RefFeatureExtractor,
+    Segmenter,
+    Stimulator,
+    Tracker,
+)
+
+__all__ = [
+    "AnalysisError",
+    "Analyzer",
+    "FeatureExtractor",
+    "FrameInfo",
+    "MaskBoard",
+    "MaskUnavailable",
+    "RefFeatureExtractor",
+    "Segmenter",
+    "Stimulator",
+    "Tracker",
+    "VisitSummary",
+    "read_tracks",
+]

@@ -1,0 +1,182 @@
+"""From event-model documents to complete visit stacks: which frames, where, and what they are.
+
+The analyzer works from documents only, live or replayed (one code path): a frame is
+addressed by its StreamResource URI and StreamDatum index, and described by the ``visit-*``
+fields the experiment plan reads with every frame. Pixels are looked up in the camera's
+in-memory cache when it is in this process, else read from the zarr store.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import zarr
+from numpy.typing import NDArray
+
+from ..devices import find_frame
+
+
+@dataclass(frozen=True)
+class FrameRef:
+    """One camera frame of a visit, as the documents describe it."""
+
+    uri: str
+    index: int
+    fov: int
+    t: int
+    frame: int
+    phase: str
+    kind: str
+    c: int
+    n: int
+    channel: str
+    time: float
+    scheduled: float
+    stim: bool
+    ref: bool
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Stack:
+    """All ``n`` frames of one kind (image, ref or stim) of one visit, in channel order."""
+
+    frames: tuple[FrameRef, ...]
+
+    @property
+    def head(self) -> FrameRef:
+        """The first frame (its index is where the visit's label images are stored)."""
+        return self.frames[0]
+
+    @property
+    def key(self) -> tuple[int, int, str]:
+        """(fov, t, kind)."""
+        return (self.head.fov, self.head.t, self.head.kind)
+
+
+def array_path(uri: str) -> str:
+    """Filesystem path of a ``file://`` StreamResource URI."""
+    for prefix in ("file://localhost", "file://"):
+        if uri.startswith(prefix):
+            return uri[len(prefix) :]
+    return uri
+
+
+def store_path(uri: str) -> str:
+    """The zarr store (group) holding the array at ``uri``."""
+    return array_path(uri).rstrip("/").rsplit("/", 1)[0]
+
+
+class FrameReader:
+    """Reads frames by (uri, index): memory first, then the zarr store (arrays cached)."""
+
+    def __init__(self) -> None:
+        self._arrays: dict[str, zarr.Array] = {}
+
+    def read(self, ref: FrameRef) -> NDArray:
+        """The (Y, X) pixels of ``ref``."""
+        cached = find_frame(ref.uri, ref.index)
+        if cached is not None:
+            return np.asarray(cached.image)
+        array = self._arrays.get(ref.uri)
+        if array is None:
+            array = self._arrays[ref.uri] = zarr.open_array(array_path(ref.uri), mode="r")
+        return np.asarray(array[ref.index]).reshape(array.shape[-2:])
+
+    def read_stack(self, stack: Stack) -> NDArray:
+        """The (C, Y, X) pixels of ``stack``."""
+        return np.stack([self.read(f) for f in stack.frames])
+
+
+class DocumentIndex:
+    """Follows a run's documents and yields each visit stack once its last frame arrives.
+
+    ``feed(name, doc)`` returns the stacks completed by that document (usually none or one),
+    and ``fired`` masks as ``(stim FrameRef, mask)`` pairs: the `mask` stream event that
+    precedes a stimulation exposure is matched with the stim frame that follows it.
+    """
+
+    def __init__(self) -> None:
+        self.start: dict[str, Any] = {}
+        self._streams: dict[str, str] = {}
+        self._resources: dict[str, str] = {}
+        self._datums: dict[tuple[str, int], tuple[str, int]] = {}
+        self._partial: dict[tuple[int, int, str], list[FrameRef]] = {}
+        self._last_mask: NDArray | None = None
+        self.fired: list[tuple[FrameRef, NDArray]] = []
+
+    def feed(self, name: str, doc: Mapping[str, Any]) -> list[Stack]:
+        """Take one document; return the stacks it completes."""
+        if name == "start":
+            self.__init__()  # type: ignore[misc]
+            self.start = dict(doc)
+        elif name == "descriptor":
+            self._streams[doc["uid"]] = doc.get("name", "primary")
+        elif name == "stream_resource":
+            self._resources[doc["uid"]] = doc["uri"]
+        elif name == "stream_datum":
+            uri = self._resources.get(doc["stream_resource"])
+            if uri is not None:
+                start = doc["seq_nums"]["start"]
+                for k in range(doc["seq_nums"]["stop"] - start):
+                    key = (doc["descriptor"], start + k)
+                    self._datums[key] = (uri, doc["indices"]["start"] + k)
+        elif name == "event":
+            return self._event(doc)
+        elif name == "event_page":
+            out: list[Stack] = []
+            for i, seq in enumerate(doc["seq_num"]):
+                event = {
+                    "descriptor": doc["descriptor"],
+                    "seq_num": seq,
+                    "time": doc["time"][i],
+                    "data": {k: v[i] for k, v in doc["data"].items()},
+                }
+                out += self._event(event)
+            return out
+        return []
+
+    def _event(self, doc: Mapping[str, Any]) -> list[Stack]:
+        stream = self._streams.get(doc["descriptor"])
+        data = doc["data"]
+        if stream == "mask":
+            mask_key = next((k for k in data if k.endswith("-mask")), None)
+            if mask_key is not None:
+                self._last_mask = np.asarray(data[mask_key])
+            return []
+        if stream != "primary" or "visit-kind" not in data:
+            return []
+        location = self._datums.pop((doc["descriptor"], doc["seq_num"]), None)
+        if location is None:
+            return []
+        ref = FrameRef(
+            uri=location[0],
+            index=location[1],
+            fov=int(data["visit-p"]),
+            t=int(data["visit-t"]),
+            frame=int(data.get("visit-frame", 0)),
+            phase=str(data.get("visit-phase", "")),
+            kind=str(data["visit-kind"]),
+            c=int(data.get("visit-c", 0)),
+            n=int(data.get("visit-n", 1)) or 1,
+            channel=str(data.get("channel-config", "")),
+            time=float(doc.get("time", 0.0)),
+            scheduled=float(data.get("visit-scheduled", 0.0)),
+            stim=bool(data.get("visit-stim", False)),
+            ref=bool(data.get("visit-ref", False)),
+            metadata=json.loads(data.get("visit-metadata", "{}") or "{}"),
+        )
+        if ref.kind == "stim" and self._last_mask is not None:
+            self.fired.append((ref, self._last_mask))
+            self._last_mask = None
+        key = (ref.fov, ref.t, ref.kind)
+        frames = self._partial.setdefault(key, [])
+        frames.append(ref)
+        if len(frames) < ref.n:
+            return []
+        del self._partial[key]
+        return [Stack(tuple(sorted(frames, key=lambda f: f.c)))]

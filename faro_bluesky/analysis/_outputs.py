@@ -1,0 +1,136 @@
+"""Where the analyzer's results go: NGFF label images and per-FOV tracks tables.
+
+Layout (docs/decisions/0009-analyzer.md): in the run's zarr store (or ``output``), label
+images are NGFF labels ``labels/<name>/0`` shaped like the raw ``camera`` array
+``(N, 1, H, W)``; the label image of a visit sits at the raw index of its first imaging
+plane, the fired stimulation mask at the index of the stim readout frame, everything else
+is 0 (unwritten chunks cost nothing). Tracks are ``tracks/fov_<p>/part-<k>.parquet``, a
+part per flush: appending never rewrites history (faro rewrote the whole table every frame)
+and a killed process loses only the unflushed rows.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import zarr
+from numpy.typing import NDArray
+
+from ..devices._zarr_store import ome_image_attrs
+
+LABEL_DTYPE = np.uint32
+
+
+class LabelStore:
+    """Writes label images into ``<root>/labels/<name>/0`` (NGFF 0.5 labels)."""
+
+    def __init__(self, root: Path, *, pixel_size_um: float = 1.0) -> None:
+        self.root = Path(root)
+        self.pixel_size_um = pixel_size_um
+        self._lock = threading.Lock()
+        self._arrays: dict[str, zarr.Array] = {}
+        self._group: zarr.Group | None = None
+
+    def _labels_group(self) -> zarr.Group:
+        if self._group is None:
+            root = zarr.open_group(self.root, mode="a", zarr_format=3)
+            self._group = root.require_group("labels")
+            self._group.attrs["ome"] = {"version": "0.5", "labels": []}
+        return self._group
+
+    def _array(self, name: str, frame_shape: tuple[int, int]) -> zarr.Array:
+        array = self._arrays.get(name)
+        if array is not None:
+            return array
+        labels = self._labels_group()
+        group = labels.require_group(name)
+        attrs = ome_image_attrs("0", self.pixel_size_um, name)
+        attrs["image-label"] = {"source": {"image": "../../"}}
+        group.attrs["ome"] = attrs
+        h, w = frame_shape
+        array = group.create_array(
+            "0",
+            shape=(0, 1, h, w),
+            chunks=(1, 1, h, w),
+            dtype=LABEL_DTYPE,
+            fill_value=0,
+            dimension_names=("t", "c", "y", "x"),
+            overwrite=True,
+        )
+        names = list(labels.attrs["ome"]["labels"])
+        labels.attrs["ome"] = {"version": "0.5", "labels": [*names, name]}
+        self._arrays[name] = array
+        return array
+
+    def write(self, name: str, index: int, image: NDArray) -> None:
+        """Store the 2-D label image ``image`` at raw frame ``index``."""
+        image = np.asarray(image)
+        with self._lock:
+            array = self._array(name, image.shape)
+            if array.shape[0] <= index:
+                array.resize((index + 1, *array.shape[1:]))
+            array[index, 0] = image.astype(LABEL_DTYPE, copy=False)
+
+    def finish(self, n_frames: int | None) -> None:
+        """Give every label array the raw array's length, as NGFF readers expect."""
+        if n_frames is None:
+            return
+        with self._lock:
+            for array in self._arrays.values():
+                if array.shape[0] < n_frames:
+                    array.resize((n_frames, *array.shape[1:]))
+
+    @property
+    def names(self) -> list[str]:
+        """Label images written so far."""
+        return list(self._arrays)
+
+
+class TracksStore:
+    """Per-FOV tracks tables, appended as parquet parts every ``flush_every`` visits."""
+
+    def __init__(self, root: Path, *, flush_every: int = 20) -> None:
+        self.root = Path(root) / "tracks"
+        self.flush_every = flush_every
+        self._lock = threading.Lock()
+        self._pending: dict[int, list[pd.DataFrame]] = {}
+        self._parts: dict[int, int] = {}
+
+    def append(self, fov: int, rows: pd.DataFrame) -> None:
+        """Add one visit's rows; flush the FOV when enough are pending."""
+        with self._lock:
+            pending = self._pending.setdefault(fov, [])
+            pending.append(rows)
+            if len(pending) >= self.flush_every:
+                self._flush(fov)
+
+    def flush(self) -> None:
+        """Write every pending row."""
+        with self._lock:
+            for fov in list(self._pending):
+                self._flush(fov)
+
+    def _flush(self, fov: int) -> None:
+        frames = [f for f in self._pending.pop(fov, []) if len(f)]
+        if not frames:
+            return
+        folder = self.root / f"fov_{fov:04d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        k = self._parts.get(fov, 0)
+        table = pd.concat(frames, ignore_index=True)
+        table.to_parquet(folder / f"part-{k:06d}.parquet", compression="zstd", index=False)
+        self._parts[fov] = k + 1
+
+
+def read_tracks(root: Path | str, fov: int | None = None) -> pd.DataFrame:
+    """The tracks table of a run store (one FOV, or all), sorted by fov, t, particle."""
+    base = Path(root) / "tracks"
+    folders = [base / f"fov_{fov:04d}"] if fov is not None else sorted(base.glob("fov_*"))
+    parts = [p for folder in folders for p in sorted(folder.glob("part-*.parquet"))]
+    if not parts:
+        return pd.DataFrame()
+    table = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+    return table.sort_values(["fov", "t", "particle"], ignore_index=True)

@@ -1,0 +1,282 @@
+"""Segmenters: a 2-D image in, a label image out (0 = background).
+
+`OtsuSegmenter` needs nothing beyond scipy/scikit-image and is good enough for a bright
+nuclear marker (it is what the simulated microscope's tests use). `CellposeSegmenter` and
+`StardistSegmenter` wrap deep-learning models from optional extras: the packages are
+imported inside the methods, so importing this module (or `faro_bluesky.analysis`) never
+pulls in torch or tensorflow, and a missing extra is reported with the command that
+installs it.
+
+Every segmenter is a small dataclass: picklable (it may run in a process pool), compared
+by its settings, and stateless apart from a lazily loaded model that is not pickled.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import ndimage
+from skimage.filters import threshold_otsu
+from skimage.morphology import h_maxima
+from skimage.segmentation import watershed
+
+from .._protocols import Labels
+
+LABEL_DTYPE = np.int32
+"""dtype of every label image produced here."""
+
+_EIGHT = np.ones((3, 3), bool)
+#: smoothing (px) of the distance transform before looking for nucleus centres; without it
+#: the pixelated ridge of an elongated nucleus has two maxima and the nucleus is cut in two
+_DISTANCE_SIGMA = 1.0
+
+
+def _as_2d(image: NDArray[Any], who: str) -> NDArray[np.float32]:
+    img = np.asarray(image)
+    if img.ndim != 2:
+        raise ValueError(
+            f"{who}.segment() takes one 2-D plane, got shape {img.shape}; "
+            "pass image[channel] (the analyzer does this with the segmenter's channel=)"
+        )
+    return img.astype(np.float32, copy=False)
+
+
+def _remove_small(labels: NDArray[np.integer], min_area: int) -> NDArray[np.integer]:
+    """Set objects smaller than ``min_area`` pixels to background (in place) and return."""
+    if min_area > 1 and labels.any():
+        sizes = np.bincount(labels.ravel())
+        small = sizes < min_area
+        small[0] = False
+        labels[small[labels]] = 0
+    return labels
+
+
+def _sequential(labels: NDArray[np.integer]) -> Labels:
+    """Labels renumbered 1..n in the label dtype."""
+    present = np.unique(labels)
+    present = present[present > 0]
+    if present.size == 0:
+        return np.zeros(labels.shape, LABEL_DTYPE)
+    lookup = np.zeros(int(present[-1]) + 1, LABEL_DTYPE)
+    lookup[present] = np.arange(1, present.size + 1, dtype=LABEL_DTYPE)
+    return lookup[labels]
+
+
+@dataclass(frozen=True)
+class OtsuSegmenter:
+    """Gaussian smoothing, Otsu threshold, connected components, small-object removal.
+
+    With ``split_touching`` a distance-transform watershed cuts touching nuclei apart: each
+    maximum of the (slightly smoothed) distance to the background that stands at least
+    ``split_depth`` px above the saddle to its neighbour seeds one nucleus. faro's
+    ``OtsuSegmentator`` did not split, and merged neighbours then shared one track.
+
+    An image without objects (empty, constant, saturated, a dark frame of pure noise) gives
+    no cells: Otsu always finds a threshold, even in noise, and a segmenter that trusted it
+    would report noise blobs as cells (and a stimulator would light them).
+    """
+
+    name: str = "nuclei"
+    """Name of the label image (storage key)."""
+    channel: int | str = 0
+    """Plane to segment: an index into the stack or a preset name."""
+    sigma: float = 1.0
+    """Gaussian smoothing (px) before thresholding; 0 for none."""
+    min_area: int = 30
+    """Objects smaller than this (px) are dropped (noise, debris, watershed crumbs)."""
+    split_touching: bool = True
+    """Split touching nuclei with a distance-transform watershed."""
+    split_depth: float = 1.0
+    """How much deeper (px of distance) a nucleus centre must be than the neck to its
+    neighbour to be split off; larger splits less."""
+    min_snr: float = 3.0
+    """The foreground must be brighter than the background by this many standard
+    deviations of the background (raw pixels); otherwise the image counts as empty."""
+
+    def segment(self, image: NDArray[Any]) -> Labels:
+        """Label image of ``image`` (same shape, `LABEL_DTYPE`, 0 = background)."""
+        img = _as_2d(image, type(self).__name__)
+        out = np.zeros(img.shape, LABEL_DTYPE)
+        if img.size == 0:
+            return out
+        smooth = ndimage.gaussian_filter(img, self.sigma) if self.sigma > 0 else img
+        if not np.isfinite(smooth).all() or smooth.min() == smooth.max():
+            return out
+        foreground = smooth > threshold_otsu(smooth)
+        if not self._contrasted(img, foreground):
+            return out
+        labels, n = ndimage.label(foreground)
+        if n == 0:
+            return out
+        labels = _remove_small(labels, self.min_area)
+        if self.split_touching and labels.any():
+            labels = self._split(labels > 0)
+            labels = _remove_small(labels, self.min_area)
+        return _sequential(labels)
+
+    def _contrasted(self, img: NDArray[np.float32], foreground: NDArray[np.bool_]) -> bool:
+        background = img[~foreground]
+        if background.size == 0 or background.size == img.size:
+            return False
+        gap = float(img[foreground].mean()) - float(background.mean())
+        return gap > self.min_snr * float(background.std())
+
+    def _split(self, foreground: NDArray[np.bool_]) -> NDArray[np.integer]:
+        distance = ndimage.distance_transform_edt(foreground)
+        distance = ndimage.gaussian_filter(distance, _DISTANCE_SIGMA)
+        markers, _ = ndimage.label(h_maxima(distance, self.split_depth), structure=_EIGHT)
+        labels = watershed(-distance, markers, mask=foreground)
+        # an object too thin to have a maximum `split_depth` deep gets no seed: keep it whole
+        seedless = foreground & (labels == 0)
+        if seedless.any():
+            extra, _ = ndimage.label(seedless)
+            labels[seedless] = extra[seedless] + labels.max()
+        return labels
+
+
+def _import_extra(module: str, extra: str, who: str) -> Any:
+    """Import ``module`` of an optional extra, or say how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise ImportError(
+            f"{who} needs the optional package {extra!r}, which is not installed: "
+            f"install it with `uv sync --extra {extra}` (or `pip install faro-bluesky[{extra}]`)"
+        ) from err
+
+
+@dataclass
+class _LazyModel:
+    """Base of the model wrappers: the model loads on first use, once, and is not pickled."""
+
+    _model: Any = field(default=None, init=False, repr=False, compare=False)
+    _lock: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
+
+    def _load(self) -> Any:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def load(self) -> Any:
+        """Load the model now (call before a run: a cold start can take a minute)."""
+        with self._lock:
+            if self._model is None:
+                self._model = self._load()
+            return self._model
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_model"] = None
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+
+@dataclass
+class CellposeSegmenter(_LazyModel):
+    """Cellpose (``uv sync --extra cellpose``); works with cellpose 3 and 4.
+
+    The model is created on the first `segment` (or `load`) call in the process that runs
+    it; a pickled copy carries only the settings.
+    """
+
+    name: str = "nuclei"
+    """Name of the label image (storage key)."""
+    channel: int | str = 0
+    """Plane to segment: an index into the stack or a preset name."""
+    model: str | None = None
+    """Built-in model name (``"cyto3"``, ``"nuclei"``, ``"cpsam"``) or a path to a custom
+    model; ``None`` is the installed cellpose's default."""
+    diameter: float | None = None
+    """Expected object diameter (px); ``None`` lets cellpose estimate or use its default."""
+    flow_threshold: float = 0.4
+    """Cellpose flow error threshold."""
+    cellprob_threshold: float = 0.0
+    """Cellpose cell probability threshold."""
+    min_size: int = 50
+    """Objects smaller than this (px) are dropped."""
+    gpu: bool = True
+    """Use a GPU when cellpose finds one."""
+
+    def _load(self) -> Any:
+        models = _import_extra("cellpose.models", "cellpose", type(self).__name__)
+        kwargs: dict[str, Any] = {"gpu": self.gpu}
+        if self.model is not None:
+            if _cellpose_major() >= 4 or os.path.exists(self.model):
+                kwargs["pretrained_model"] = self.model
+            else:
+                kwargs["model_type"] = self.model
+        return models.CellposeModel(**kwargs)
+
+    def segment(self, image: NDArray[Any]) -> Labels:
+        """Label image of ``image`` (same shape, `LABEL_DTYPE`, 0 = background)."""
+        img = _as_2d(image, type(self).__name__)
+        model = self.load()
+        kwargs: dict[str, Any] = {
+            "diameter": self.diameter,
+            "flow_threshold": self.flow_threshold,
+            "cellprob_threshold": self.cellprob_threshold,
+            "min_size": self.min_size,
+        }
+        if _cellpose_major() < 4:
+            kwargs["channels"] = [0, 0]
+        masks = model.eval(img, **kwargs)[0]
+        return _sequential(_remove_small(np.asarray(masks).astype(LABEL_DTYPE), self.min_size))
+
+
+def _cellpose_major() -> int:
+    from importlib.metadata import version
+
+    return int(version("cellpose").split(".")[0])
+
+
+@dataclass
+class StardistSegmenter(_LazyModel):
+    """StarDist 2-D (``uv sync --extra stardist``), for star-convex nuclei.
+
+    The image is percentile-normalised (``norm_min``..``norm_max``) as StarDist expects.
+    """
+
+    name: str = "nuclei"
+    """Name of the label image (storage key)."""
+    channel: int | str = 0
+    """Plane to segment: an index into the stack or a preset name."""
+    model: str = "2D_versatile_fluo"
+    """Name of a pretrained StarDist model."""
+    model_path: str | None = None
+    """Folder of a custom model (overrides ``model``)."""
+    norm_min: float = 1.0
+    """Lower percentile for normalisation."""
+    norm_max: float = 99.8
+    """Upper percentile for normalisation."""
+    prob_thresh: float | None = None
+    """Object probability threshold; ``None`` is the model's own."""
+    min_size: int = 0
+    """Objects smaller than this (px) are dropped."""
+
+    def _load(self) -> Any:
+        models = _import_extra("stardist.models", "stardist", type(self).__name__)
+        if self.model_path is not None:
+            path = os.path.abspath(self.model_path)
+            return models.StarDist2D(
+                None, name=os.path.basename(path), basedir=os.path.dirname(path)
+            )
+        return models.StarDist2D.from_pretrained(self.model)
+
+    def segment(self, image: NDArray[Any]) -> Labels:
+        """Label image of ``image`` (same shape, `LABEL_DTYPE`, 0 = background)."""
+        img = _as_2d(image, type(self).__name__)
+        model = self.load()
+        csbdeep = _import_extra("csbdeep.utils", "stardist", type(self).__name__)
+        normed = csbdeep.normalize(img, self.norm_min, self.norm_max)
+        labels, _ = model.predict_instances(normed, prob_thresh=self.prob_thresh)
+        return _sequential(_remove_small(np.asarray(labels).astype(LABEL_DTYPE), self.min_size))
