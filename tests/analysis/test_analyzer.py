@@ -309,3 +309,68 @@ def test_tracks_table_columns(RE, docs, fast_scope):
         assert column in tracks
     assert np.isfinite(tracks["cnr"]).all()
     assert tracks.groupby("t")["particle"].apply(lambda s: s.is_unique).all()
+
+
+def test_live_segmentation_and_tracking_against_ground_truth(RE, docs, fast_scope):
+    """>= 90 % of cells found and >= 95 % of identities kept over a 30-frame run."""
+    truth: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def record_truth(name, doc):  # the cells under the camera when each visit's image is taken
+        data = doc.get("data", {}) if name == "event" else {}
+        if data.get("visit-kind") == "image" and data["visit-c"] == 0:
+            gt = fast_scope.sim.ground_truth()
+            truth[data["visit-t"]] = (gt.ids, gt.xy_px)
+
+    RE.subscribe(record_truth)
+    analyzer = Analyzer(segmenter=OtsuSegmenter(channel="miRFP"))
+    phase = Phase("p", interval=0.2, n_frames=30, channels=IMG)
+    RE(optogenetic_plan([(0, 0)], [phase], microscope=fast_scope, analyzer=analyzer))
+    tracks = analyzer.tracks()
+    analyzer.close()
+    found, total = 0, 0
+    particle_of: dict[int, dict[int, int]] = {}  # gt id -> {t: particle}
+    for t, (ids, xy) in truth.items():
+        rows = tracks[tracks["t"] == t]
+        pts = rows[["x", "y"]].to_numpy()
+        inside = (xy[:, 0] > 8) & (xy[:, 0] < 248) & (xy[:, 1] > 8) & (xy[:, 1] < 248)
+        for cell, p in zip(ids[inside], xy[inside], strict=True):
+            total += 1
+            d = np.hypot(*(pts - p).T) if len(pts) else np.array([np.inf])
+            if d.min() < 4.0:
+                found += 1
+                particle_of.setdefault(int(cell), {})[t] = int(rows["particle"].iloc[d.argmin()])
+    assert total > 200
+    assert found / total >= 0.9
+    kept = pairs = 0
+    for seen in particle_of.values():
+        for t in seen:
+            if t + 1 in seen:
+                pairs += 1
+                kept += seen[t] == seen[t + 1]
+    assert pairs > 150
+    assert kept / pairs >= 0.95
+
+
+def test_reference_channel_features_join_their_visits_rows(RE, docs, fast_scope):
+    from faro_bluesky.analysis.components import RefFeatures
+
+    analyzer = Analyzer(
+        segmenter=OtsuSegmenter(channel="miRFP"), ref_features=RefFeatures(channel=0)
+    )
+    phase = Phase(
+        "p",
+        interval=0.05,
+        n_frames=4,
+        channels=[Channel("miRFP", 10)],
+        ref_channels=[Channel("BF", 5)],
+        ref_frames=(1, 3),
+    )
+    RE(optogenetic_plan([(0, 0), (300, 0)], [phase], microscope=fast_scope, analyzer=analyzer))
+    tracks = analyzer.tracks()
+    analyzer.close()
+    assert not analyzer.errors
+    has_ref = tracks.groupby("t")["ref_mean_intensity"].apply(lambda s: s.notna().all())
+    assert has_ref.to_dict() == {0: False, 1: True, 2: False, 3: True}
+    assert set(zip(tracks["fov"], tracks["t"], strict=True)) == {
+        (p, t) for p in range(2) for t in range(4)
+    }
