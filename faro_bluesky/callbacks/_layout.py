@@ -1,0 +1,218 @@
+"""The static shape of a run, read once from its start document: visits, waits, FOVs.
+
+A `RunLayout` is everything a status display needs that does not change while the run
+goes on: one *cell* per scheduled visit (coloured by what the visit does) with a cell
+for every ``wait(...)`` element in between, each visit's scheduled time and expected
+frame count, the FOV positions and the order the FOVs are first visited. It is computed
+once per run and shared, unchanged, by every `RunStatus` snapshot of that run, so a
+100 000-visit experiment costs one set of numpy arrays, not a list per snapshot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["IMAGE", "KINDS", "REF", "STIM", "WAIT", "RunLayout", "layout_from_start"]
+
+IMAGE, STIM, REF, WAIT = 0, 1, 2, 3
+KINDS: tuple[str, ...] = ("image", "stim", "ref", "wait")
+"""Names of the cell codes: a visit is ``stim`` if it stimulates, else ``ref`` if it takes
+reference channels, else ``image``; ``wait`` cells stand for ``wait(...)`` elements."""
+
+
+def _frozen(a: NDArray) -> NDArray:
+    a.setflags(write=False)
+    return a
+
+
+@dataclass(frozen=True, eq=False)
+class RunLayout:
+    """What a run will do, from its start document (shared by all snapshots of the run)."""
+
+    uid: str
+    """The RunStart uid."""
+    cells: NDArray[np.uint8]
+    """One code per strip cell (index into `KINDS`), visits and waits in run order."""
+    visit_cell: NDArray[np.int64]
+    """The cell of each visit (visits are numbered like ``visit-index``)."""
+    times: NDArray[np.float64]
+    """Scheduled start of each visit, seconds from the experiment start (before shifts)."""
+    frames: NDArray[np.int64]
+    """Frames each visit is expected to record in stream ``primary`` (image+ref+stim)."""
+    phase: NDArray[np.int64]
+    """Index into `phase_names` of each visit's phase."""
+    phase_names: tuple[str, ...]
+    """Phase names in order of first appearance in the schedule."""
+    fovs: tuple[tuple[float, float], ...]
+    """Stage positions (µm) the visits' ``p`` index into."""
+    path: tuple[int, ...]
+    """FOV indices in the order they are first visited (the path drawn on a FOV map)."""
+    on_resume: str = "shift"
+    """The plan's ``on_resume``: whether pauses shift the rest of the schedule."""
+
+    @property
+    def n_visits(self) -> int:
+        """Number of scheduled visits."""
+        return len(self.times)
+
+    @property
+    def end(self) -> float:
+        """Scheduled start of the last visit (s from the experiment start)."""
+        return float(self.times[-1]) if len(self.times) else 0.0
+
+    def kinds(self) -> list[str]:
+        """The cells as names (``"image"``, ``"stim"``, ``"ref"``, ``"wait"``)."""
+        return [KINDS[c] for c in self.cells.tolist()]
+
+    def phase_totals(self) -> dict[str, int]:
+        """Visits per phase name."""
+        counts = np.bincount(self.phase, minlength=len(self.phase_names))
+        return dict(zip(self.phase_names, counts.tolist(), strict=True))
+
+    @classmethod
+    def from_visits(
+        cls,
+        uid: str,
+        visits: Iterable[Mapping[str, Any]],
+        *,
+        fovs: Sequence[Sequence[float]],
+        waits_before: Sequence[int] = (),
+        stim_mode: str = "current",
+        on_resume: str = "shift",
+    ) -> RunLayout:
+        """Build from schedule rows (``Schedule.rows()`` / the start doc's ``schedule``).
+
+        ``waits_before`` lists, for each wait cell, the visit index it precedes.
+        """
+        codes: list[int] = []
+        times: list[float] = []
+        frames: list[int] = []
+        phase: list[int] = []
+        names: dict[str, int] = {}
+        path: list[int] = []
+        seen: set[int] = set()
+        for row in visits:
+            stim, ref = bool(row.get("stim")), bool(row.get("ref"))
+            codes.append(STIM if stim else REF if ref else IMAGE)
+            times.append(float(row["time"]))
+            p = int(row["p"])
+            n_stim = len(row.get("stim_channels", ())) if stim else 0
+            if stim_mode == "previous" and p not in seen:
+                n_stim = 0  # "previous" never fires at a FOV's first visit
+            frames.append(len(row.get("channels", ())) + len(row.get("ref_channels", ())) + n_stim)
+            phase.append(names.setdefault(str(row.get("phase", "")), len(names)))
+            if p not in seen:
+                seen.add(p)
+                path.append(p)
+        n = len(codes)
+        before = np.sort(np.asarray([w for w in waits_before if 0 <= w < n], dtype=np.int64))
+        visit_cell = np.arange(n, dtype=np.int64) + np.searchsorted(
+            before, np.arange(n), side="right"
+        )
+        cells = np.full(n + len(before), WAIT, dtype=np.uint8)
+        cells[visit_cell] = np.asarray(codes, dtype=np.uint8)
+        return cls(
+            uid=uid,
+            cells=_frozen(cells),
+            visit_cell=_frozen(visit_cell),
+            times=_frozen(np.asarray(times, dtype=np.float64)),
+            frames=_frozen(np.asarray(frames, dtype=np.int64)),
+            phase=_frozen(np.asarray(phase, dtype=np.int64)),
+            phase_names=tuple(names),
+            fovs=tuple((float(x), float(y)) for x, y in fovs),
+            path=tuple(path),
+            on_resume=on_resume,
+        )
+
+
+def _wait_positions(experiment: Sequence[Mapping[str, Any]]) -> list[int]:
+    """For each top-level ``wait`` element, how many phases come before it (flattened).
+
+    Waits inside `parallel` branches share their time with other branches, so they get
+    no cell of their own. Elements after an unresolved decision are not scheduled yet.
+    """
+    out: list[int] = []
+    k = 0
+    for el in experiment:
+        kind = el.get("type")
+        if kind == "phase":
+            k += 1
+        elif kind == "parallel":
+            k += sum(p.get("type") == "phase" for b in el.get("branches", ()) for p in b)
+        elif kind == "wait":
+            out.append(k)
+        else:  # a decision: nothing after it is in the schedule
+            break
+    return out
+
+
+def _waits_before(experiment: Sequence[Mapping[str, Any]], phase_index: Sequence[int]) -> list[int]:
+    """Visit index each wait cell precedes: the first visit of a phase after the wait."""
+    pi = np.asarray(phase_index, dtype=np.int64)
+    out = []
+    for k in _wait_positions(experiment):
+        hits = np.flatnonzero(pi >= k)
+        if len(hits):
+            out.append(int(hits[0]))
+    return out
+
+
+def layout_from_start(doc: Mapping[str, Any]) -> RunLayout | None:
+    """The layout of an `optogenetic_plan` run, or None for other plans.
+
+    Uses the start document's ``schedule``; when it is absent (schedules over 20 000
+    visits are left out of the start document) the schedule is rebuilt from
+    ``experiment`` and ``fovs`` with the plans' own `schedule` function (about 0.5 s for
+    100 000 visits: call this off the RunEngine thread for such runs).
+    """
+    experiment = doc.get("experiment")
+    fovs = doc.get("fovs")
+    if not isinstance(experiment, list) or fovs is None:
+        return None
+    kw = {
+        "fovs": fovs,
+        "stim_mode": str(doc.get("stim_mode", "current")),
+        "on_resume": str(doc.get("on_resume", "shift")),
+    }
+    rows = doc.get("schedule")
+    if rows is None:
+        rows = _rebuild_rows(experiment, fovs, doc.get("time_per_fov"))
+        if rows is None:
+            return None
+    waits = _waits_before(experiment, [int(r.get("phase_index", 0)) for r in rows])
+    return RunLayout.from_visits(str(doc["uid"]), rows, waits_before=waits, **kw)
+
+
+def _rebuild_rows(
+    experiment: Sequence[Mapping[str, Any]], fovs: Sequence[Sequence[float]], time_per_fov: Any
+) -> list[dict[str, Any]] | None:
+    from ..plans import experiment_from_json, schedule
+
+    resolved = []
+    for el in experiment:
+        if el.get("type") == "decision":
+            break
+        resolved.append(el)
+    elements = experiment_from_json(resolved)
+    if not any(el.get("type") in ("phase", "parallel") for el in resolved):
+        return None
+    sched = schedule([tuple(xy) for xy in fovs], elements, time_per_fov=time_per_fov)
+    return [
+        {
+            "p": v.p,
+            "phase": v.phase,
+            "phase_index": v.phase_index,
+            "time": v.time,
+            "channels": v.channels,
+            "stim": v.stim,
+            "stim_channels": v.stim_channels,
+            "ref": v.ref,
+            "ref_channels": v.ref_channels,
+        }
+        for v in sched
+    ]
