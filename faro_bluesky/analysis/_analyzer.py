@@ -176,6 +176,18 @@ class Analyzer:
         return frozenset(keys)
 
     @property
+    def required_channels(self) -> frozenset[str]:
+        """Channel presets (by name) the segmenter and features read in every phase."""
+        names = {getattr(part, "channel", None) for part in (self.segmenter, self.features)}
+        return frozenset(n for n in names if isinstance(n, str))
+
+    @property
+    def required_ref_channels(self) -> frozenset[str]:
+        """Channel presets (by name) the reference features read in ref frames."""
+        name = getattr(self.ref_features, "channel", None)
+        return frozenset({name} if isinstance(name, str) else ())
+
+    @property
     def required_stim_metadata(self) -> frozenset[str]:
         """Phase metadata stimulating phases need (the stimulator's)."""
         return frozenset(getattr(self.stimulator, "required_metadata", ()) or ())

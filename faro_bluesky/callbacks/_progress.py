@@ -69,6 +69,15 @@ class ProgressDisplay:
         self._wake = threading.Event()
         self.status.changed.connect(self._on_change)
 
+    def close(self) -> None:
+        """Stop following the status and finish drawing."""
+        self.status.changed.disconnect(self._on_change)
+        with self._lock:
+            self._wake.set()
+            thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=2.0)
+
     def __call__(self, name: str, doc: Any) -> None:
         """Feed a document to the owned status (ignored when following a shared one)."""
         if self._own:

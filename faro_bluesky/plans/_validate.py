@@ -46,7 +46,18 @@ def _analyzer_problems(analyzer: Any, phases: Sequence[Phase]) -> list[str]:
     problems = []
     required = set(getattr(analyzer, "required_metadata", ()) or ())
     required_stim = set(getattr(analyzer, "required_stim_metadata", ()) or ())
+    channels = set(getattr(analyzer, "required_channels", ()) or ())
+    ref_channels = set(getattr(analyzer, "required_ref_channels", ()) or ())
     for phase in phases:
+        lacking = channels - {c.config for c in phase.channels}
+        if phase.ref_frames:
+            lacking |= ref_channels - {c.config for c in phase.ref_channels}
+        if lacking:
+            problems.append(
+                f"phase {phase.name!r} does not image {sorted(lacking)}, which the analyzer's "
+                "components read: add the channel(s) to the phase, or give the components "
+                "channel=<a preset the phase images>"
+            )
         missing = required - set(phase.metadata)
         if phase.stim_frames:
             missing |= required_stim - set(phase.metadata)

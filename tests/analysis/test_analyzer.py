@@ -374,3 +374,14 @@ def test_reference_channel_features_join_their_visits_rows(RE, docs, fast_scope)
     assert set(zip(tracks["fov"], tracks["t"], strict=True)) == {
         (p, t) for p in range(2) for t in range(4)
     }
+
+
+def test_channels_the_components_read_are_checked_before_the_run(RE, docs, fast_scope):
+    from faro_bluesky.plans import ExperimentError
+
+    analyzer = erk_analyzer()
+    phase = Phase("only_nuclei", interval=0.1, n_frames=2, channels=[Channel("miRFP", 10)])
+    with pytest.raises(ExperimentError, match=r"does not image \['ERKKTR'\]"):
+        optogenetic_plan([(0, 0)], [phase], microscope=fast_scope, analyzer=analyzer)
+    assert docs.docs == []
+    analyzer.close()
