@@ -35,6 +35,9 @@ _EIGHT = np.ones((3, 3), bool)
 #: smoothing (px) of the distance transform before looking for nucleus centres; without it
 #: the pixelated ridge of an elongated nucleus has two maxima and the nucleus is cut in two
 _DISTANCE_SIGMA = 1.0
+#: margin (px) around an object's bounding box when it is split on its own: the distance
+#: transform needs 1 px of background, its smoothing reaches 4σ (scipy's default truncation)
+_SPLIT_PAD = int(4.0 * _DISTANCE_SIGMA + 0.5) + 1
 
 
 def _as_2d(image: NDArray[Any], who: str) -> NDArray[np.float32]:
@@ -68,6 +71,29 @@ def _sequential(labels: NDArray[np.integer]) -> Labels:
     return lookup[labels]
 
 
+def _padded_box(box: tuple[slice, slice], shape: tuple[int, ...], pad: int) -> tuple[slice, ...]:
+    """``box`` grown by ``pad`` px on every side, clipped to an image of ``shape``."""
+    return tuple(
+        slice(max(s.start - pad, 0), min(s.stop + pad, n)) for s, n in zip(box, shape, strict=True)
+    )
+
+
+def _at_most_one_peak(surface: NDArray[np.floating]) -> bool:
+    """True if ``surface`` has at most one regional maximum above 0 (8-connected).
+
+    Every regional maximum is an 8-connected group of pixels that are ≥ all their neighbours
+    and is not 8-adjacent to any other such pixel (its neighbours are all lower), so the number
+    of groups of such pixels bounds the number of regional maxima from above. Pixels at 0 (the
+    background plateau) are never part of a regional maximum of a surface that is positive
+    somewhere, and are left out.
+    """
+    peaks = surface == ndimage.maximum_filter(surface, size=3, mode="nearest")
+    peaks &= surface > 0
+    if np.count_nonzero(peaks) <= 1:
+        return True
+    return ndimage.label(peaks, structure=_EIGHT)[1] <= 1
+
+
 @dataclass(frozen=True)
 class OtsuSegmenter:
     """Gaussian smoothing, Otsu threshold, connected components, small-object removal.
@@ -76,6 +102,11 @@ class OtsuSegmenter:
     maximum of the (slightly smoothed) distance to the background that stands at least
     ``split_depth`` px above the saddle to its neighbour seeds one nucleus. faro's
     ``OtsuSegmentator`` did not split, and merged neighbours then shared one track.
+
+    Splitting works on each connected object on its own, in a box around it: an object whose
+    smoothed distance has a single peak cannot have two seeds and is kept as it is without
+    the h-maxima and watershed steps (most nuclei), so the cost grows with the number of
+    objects, not with the image size.
 
     An image without objects (empty, constant, saturated, a dark frame of pure noise) gives
     no cells: Otsu always finds a threshold, even in noise, and a segmenter that trusted it
@@ -100,13 +131,18 @@ class OtsuSegmenter:
     deviations of the background (raw pixels); otherwise the image counts as empty."""
 
     def segment(self, image: NDArray[Any]) -> Labels:
-        """Label image of ``image`` (same shape, `LABEL_DTYPE`, 0 = background)."""
+        """Label image of ``image`` (same shape, `LABEL_DTYPE`, 0 = background).
+
+        Labels are 1..n in raster order of the objects' first pixels; the parts of a split
+        object are numbered consecutively.
+        """
         img = _as_2d(image, type(self).__name__)
         out = np.zeros(img.shape, LABEL_DTYPE)
         if img.size == 0:
             return out
         smooth = ndimage.gaussian_filter(img, self.sigma) if self.sigma > 0 else img
-        if not np.isfinite(smooth).all() or smooth.min() == smooth.max():
+        lo, hi = float(smooth.min()), float(smooth.max())
+        if not (np.isfinite(lo) and np.isfinite(hi)) or lo == hi:
             return out
         foreground = smooth > threshold_otsu(smooth)
         if not self._contrasted(img, foreground):
@@ -114,11 +150,30 @@ class OtsuSegmenter:
         labels, n = ndimage.label(foreground)
         if n == 0:
             return out
-        labels = _remove_small(labels, self.min_area)
-        if self.split_touching and labels.any():
-            labels = self._split(labels > 0)
-            labels = _remove_small(labels, self.min_area)
-        return _sequential(labels)
+        keep = np.bincount(labels.ravel(), minlength=n + 1) >= self.min_area
+        keep[0] = False
+        lookup = np.zeros(n + 1, LABEL_DTYPE)
+        if not self.split_touching:
+            lookup[keep] = np.arange(1, np.count_nonzero(keep) + 1, dtype=LABEL_DTYPE)
+            return lookup[labels]
+        parts: list[tuple[tuple[slice, ...], NDArray[np.integer]]] = []
+        boxes = ndimage.find_objects(labels)
+        next_label = 1
+        for k in np.flatnonzero(keep):
+            box = _padded_box(boxes[k - 1], labels.shape, _SPLIT_PAD)
+            pieces = self._split(labels[box] == k)
+            if pieces is None:
+                lookup[k] = next_label
+                next_label += 1
+            else:
+                pieces[pieces > 0] += next_label - 1
+                next_label = max(next_label, int(pieces.max()) + 1)  # all crumbs: none added
+                parts.append((box, pieces))
+        out = lookup[labels]
+        for box, pieces in parts:
+            inside = pieces > 0
+            out[box][inside] = pieces[inside]
+        return out
 
     def _contrasted(self, img: NDArray[np.float32], foreground: NDArray[np.bool_]) -> bool:
         background = img[~foreground]
@@ -127,17 +182,29 @@ class OtsuSegmenter:
         gap = float(img[foreground].mean()) - float(background.mean())
         return gap > self.min_snr * float(background.std())
 
-    def _split(self, foreground: NDArray[np.bool_]) -> NDArray[np.integer]:
-        distance = ndimage.distance_transform_edt(foreground)
+    def _split(self, mask: NDArray[np.bool_]) -> NDArray[np.int32] | None:
+        """One object (``mask``, with background around it) cut at its necks.
+
+        ``None`` if it stays whole; otherwise its parts labelled 1..m in ``mask``'s box, with
+        parts smaller than ``min_area`` set to 0.
+        """
+        distance = ndimage.distance_transform_edt(mask)
         distance = ndimage.gaussian_filter(distance, _DISTANCE_SIGMA)
-        markers, _ = ndimage.label(h_maxima(distance, self.split_depth), structure=_EIGHT)
-        labels = watershed(-distance, markers, mask=foreground)
+        if _at_most_one_peak(distance):
+            return None  # at most one seed: the watershed would return the object as it is
         # an object too thin to have a maximum `split_depth` deep gets no seed: keep it whole
-        seedless = foreground & (labels == 0)
-        if seedless.any():
-            extra, _ = ndimage.label(seedless)
-            labels[seedless] = extra[seedless] + labels.max()
-        return labels
+        markers, n = ndimage.label(h_maxima(distance, self.split_depth), structure=_EIGHT)
+        if n <= 1:
+            return None
+        pieces = watershed(-distance, markers, mask=mask)
+        sizes = np.bincount(pieces.ravel())
+        sizes[0] = 0
+        if np.count_nonzero(sizes) <= 1:
+            return None  # the seeds but one lie outside the object
+        renumber = np.zeros(sizes.size, np.int32)
+        big = sizes >= max(self.min_area, 1)
+        renumber[big] = np.arange(1, np.count_nonzero(big) + 1, dtype=np.int32)
+        return renumber[pieces]
 
 
 def _import_extra(module: str, extra: str, who: str) -> Any:
