@@ -7,26 +7,45 @@ import subprocess
 import sys
 from pathlib import Path
 
-import zarr
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from faro_bluesky.storage import Catalog
 
 
-def test_demo_runs_and_says_where_the_data_went(tmp_path):
+def test_demo_runs_the_closed_loop_story_into_the_catalog(tmp_path):
     script = Path(sys.executable).parent / "faro-bluesky"
-    args = ["demo", "--data-dir", str(tmp_path), "--fovs", "2", "--timepoints", "2"]
+    shot = tmp_path / "widget.png"
+    args = ["demo", "--data", str(tmp_path / "cat"), "--fovs", "1", "--frames", "2"]
     proc = subprocess.run(
-        [str(script), *args, "--interval", "0.2"],
+        [str(script), *args, "--interval", "0.4", "--screenshot", str(shot)],
         capture_output=True,
         text=True,
-        timeout=120,
-        env={**os.environ, "COLUMNS": "250"},
+        timeout=300,
+        env={**os.environ, "COLUMNS": "250", "QT_QPA_PLATFORM": "offscreen"},
     )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "Where the data went" in proc.stdout
-    stores = list(tmp_path.glob("*.zarr"))
-    assert len(stores) == 1
-    assert str(stores[0]) in proc.stdout
-    array = zarr.open_array(stores[0] / "camera", mode="r")
-    assert array.shape == (2 * 2 * 2, 1, 512, 512)  # FOVs x channels x timepoints
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "Where everything went" in out
+    assert "DMD calibrated" in out
+    catalog = Catalog.local(tmp_path / "cat")
+    assert [r.start["plan_name"] for r in catalog] == ["calibrate_dmd", "optogenetic_plan"]
+    run = catalog[-1]
+    assert run.uid in out and run.exit_status == "success"
+    assert run.start["phase_names"] == ["baseline", "recovery", "stim"]
+    tracks = run.tracks()
+    assert {"cnr", "lit", "particle"} <= set(tracks.columns)
+    report = tmp_path / "cat" / "reports" / f"{run.uid[:8]}.png"
+    assert str(report) in out.replace("\n", "")
+    for png in (report, shot):
+        image = plt.imread(png)
+        assert image.shape[0] > 200 and image.shape[1] > 300
+        assert image[..., :3].std() > 0.05  # not blank
+        assert len(np.unique(image[..., :3].reshape(-1, 3), axis=0)) > 20
+    catalog.close()
 
 
 def test_import_does_not_import_qt():

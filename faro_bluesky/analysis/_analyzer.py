@@ -197,18 +197,26 @@ class Analyzer:
         """Where this run's labels and tracks are written (known after the first frame)."""
         return self._root
 
-    def queue_stats(self) -> dict[str, int]:
-        """Queue depths for status displays (read from any thread)."""
+    def queue_stats(self) -> dict[str, int | tuple[int, int]]:
+        """Queue depths for status displays (read from any thread).
+
+        ``inbox``: documents not yet filed; ``workers``: stacks on the executor (with its
+        cap); ``deferred``: stacks waiting for a worker (as references); ``tracking``:
+        analysed stacks waiting for an earlier frame of their FOV; ``mask_waits``: the
+        plan waiting for a mask.
+        """
         return {
             "inbox": self._inbox.qsize(),
-            "inflight": self._inflight,
-            "inflight_max": self.max_inflight,
+            "workers": (self._inflight, self.max_inflight),
             "deferred": len(self._deferred),
             "tracking": sum(len(q) for q in self._order.values()),
-            "masks_waiting": self.board.waiting(),
-            "visits_done": self._visits_done,
-            "errors": len(self.errors),
+            "mask_waits": self.board.waiting(),
         }
+
+    @property
+    def visits_done(self) -> int:
+        """Visits analysed in the current run."""
+        return self._visits_done
 
     # ---------------------------------------------------------- mask provider
     async def get_mask(self, fov: int, t: int) -> Mask:

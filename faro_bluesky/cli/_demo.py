@@ -1,107 +1,162 @@
-"""``faro-bluesky demo``: a multi-FOV, multi-channel time-lapse on the simulated microscope."""
+"""``faro-bluesky demo``: a whole closed-loop optogenetic experiment on the simulated microscope.
+
+The story a new user should see in one command: calibrate the DMD, image a baseline, wait,
+stimulate half of the tracked cells with masks computed from each frame, watch them recover;
+live progress; every run stored in the catalog; a report PNG at the end. ``--gui`` shows the
+status widget during the run, ``--screenshot PATH`` saves it as PNG at the end.
+"""
 
 from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-import bluesky.plan_stubs as bps
-import bluesky.preprocessors as bpp
 import numpy as np
-import zarr
 from bluesky import RunEngine
-from bluesky.utils import MsgGenerator
 from rich.console import Console
 from rich.table import Table
 
-from ..callbacks import ProgressDisplay
-from ..devices import LightSetting, Microscope
-from ..sim import sim_microscope
+from ..analysis.components import ErkKtrFeatures, FractionOfCells, OtsuSegmenter
+from ..plans import Channel, Phase, calibrate_dmd, optogenetic_plan, wait
+from ..storage import write_report
+from ._session import open_session
 
 
-def timelapse(
-    scope: Microscope,
-    fovs: Sequence[tuple[float, float]],
-    channels: Sequence[LightSetting],
-    n_timepoints: int,
-    interval_s: float,
-) -> MsgGenerator[str]:
-    """Image every FOV in every channel, ``n_timepoints`` times, ``interval_s`` apart.
-
-    A stand-in for the experiment plans to come: stage moves once per FOV, a checkpoint
-    before each FOV visit (Ctrl-C pauses there), one event per frame.
-    """
-    for ch in channels:
-        scope.channel.check_value(ch)
-    for xy in fovs:
-        scope.stage.check_value(xy)
-    md = {
-        "plan_name": "demo_timelapse",
-        "num_points": len(fovs) * len(channels) * n_timepoints,
-        "fovs": [list(map(float, xy)) for xy in fovs],
-        "channels": [c.config for c in channels],
-        "interval_s": interval_s,
-    }
-
-    @bpp.stage_decorator([scope.camera])
-    @bpp.run_decorator(md=md)
-    def inner() -> MsgGenerator[None]:
-        t0 = time.monotonic()
-        for t in range(n_timepoints):
-            yield from bps.sleep(max(0.0, t0 + t * interval_s - time.monotonic()))
-            for xy in fovs:
-                yield from bps.checkpoint()
-                yield from bps.mv(scope.stage, xy)
-                for ch in channels:
-                    yield from bps.mv(scope.channel, ch)
-                    yield from bps.trigger_and_read([scope.camera, scope.stage, scope.channel])
-
-    return (yield from inner())
+def experiment(frames: int, interval: float) -> list[Any]:
+    """Baseline, a wait, stimulation of every frame, recovery (``frames`` frames each)."""
+    imaging = [Channel("miRFP", 20), Channel("ERKKTR", 30)]
+    return [
+        Phase("baseline", interval=interval, n_frames=frames, channels=imaging),
+        wait(2 * interval),
+        Phase(
+            "stim",
+            interval=interval,
+            n_frames=frames,
+            channels=imaging,
+            stim_channels=[Channel("Cyan", 100, power=50)],
+            stim_frames=range(frames),
+            metadata={"stimulated": "half of the cells"},
+        ),
+        Phase("recovery", interval=interval, n_frames=2 * frames, channels=imaging),
+    ]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of the ``demo`` command."""
-    parser.add_argument("--data-dir", type=Path, default=Path("faro-data"), help="zarr output")
-    parser.add_argument("--fovs", type=int, default=3, help="number of fields of view")
-    parser.add_argument("--timepoints", type=int, default=5, help="frames per FOV and channel")
-    parser.add_argument("--interval", type=float, default=1.0, help="seconds between timepoints")
+    parser.add_argument("--data", type=Path, default=Path("faro-data"), help="catalog directory")
+    parser.add_argument("--fovs", type=int, default=2, help="number of fields of view")
+    parser.add_argument("--frames", type=int, default=4, help="frames per phase (recovery: 2x)")
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between frames")
     parser.add_argument("--seed", type=int, default=0, help="simulation seed")
+    parser.add_argument("--gui", action="store_true", help="show the status widget")
+    parser.add_argument("--screenshot", type=Path, default=None, help="save the widget as PNG")
+
+
+class _Gui:
+    """The status widget in its own window, for ``--gui`` and ``--screenshot``."""
+
+    def __init__(self, status: Any, RE: RunEngine, show: bool) -> None:
+        from qtpy.QtWidgets import QApplication
+
+        from ..widgets import ExperimentStatusWidget
+
+        self.app = QApplication.instance() or QApplication([])
+        self.widget = ExperimentStatusWidget(status, RE)
+        self.widget.setWindowTitle("faro-bluesky demo")
+        self.widget.resize(900, 520)
+        if show:
+            self.widget.show()
+
+    def screenshot(self, path: Path) -> Path:
+        self.widget.refresh() if hasattr(self.widget, "refresh") else None
+        for _ in range(5):
+            self.app.processEvents()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.widget.grab().save(str(path)):
+            raise OSError(f"could not write the screenshot {path}")
+        return path
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    """Run the demo and print where the data went."""
-    RE = RunEngine(call_returns_result=True)
-    scope = sim_microscope(args.seed, data_dir=args.data_dir)
+    """Run the demo experiment and say where everything went."""
+    if args.fovs < 1 or args.frames < 1 or args.interval <= 0:
+        console.print("[red]--fovs and --frames must be >= 1 and --interval > 0")
+        return 2
+    RE = None
+    gui = args.gui or args.screenshot is not None
+    if gui:
+        from ..widgets import QtDuringTask
+
+        RE = RunEngine(call_returns_result=True, during_task=QtDuringTask())
+    session = open_session(args.data, seed=args.seed, console=console, RE=RE)
+    RE = session.RE
+    analyzer = session.analyzer
+    analyzer.segmenter = OtsuSegmenter(channel="miRFP")
+    analyzer.features = ErkKtrFeatures(channel="ERKKTR")
+    analyzer.stimulator = FractionOfCells(0.5, seed=args.seed)
+    window = _Gui(session.status, RE, show=args.gui) if gui else None
     fovs = [(400.0 * i, 0.0) for i in range(args.fovs)]
-    channels = [LightSetting("miRFP", 50, 100), LightSetting("ERKKTR", 80, 100)]
-    resources: list[dict] = []
-    RE.subscribe(lambda name, doc: resources.append(doc) if name == "stream_resource" else None)
-    RE.subscribe(ProgressDisplay(console))
+    phases = experiment(args.frames, args.interval)
     console.print(
-        f"[bold]faro-bluesky demo[/]: {args.fovs} FOVs x {len(channels)} channels x "
-        f"{args.timepoints} timepoints every {args.interval:g} s on the simulated microscope"
+        f"[bold]faro-bluesky demo[/]: closed-loop optogenetics on the simulated microscope, "
+        f"{args.fovs} FOV(s); baseline, wait, stimulation of half the cells, recovery"
     )
     t0 = time.monotonic()
     try:
-        result = RE(timelapse(scope, fovs, channels, args.timepoints, args.interval))
+        affine = RE(calibrate_dmd(session.scope)).plan_result
+        error = np.abs(affine - session.scope.sim.true_affine).max()
+        console.print(f"DMD calibrated (largest difference to the truth {error:.3f})")
+        result = RE(optogenetic_plan(fovs, phases, md={"sample": "simulated HeLa, ERK-KTR"}))
+        analyzer.wait_idle(120)
+        uid = result.run_start_uids[0]
+        run = session.catalog[uid]
+        report = write_report(run, session.catalog.path / "reports" / f"{uid[:8]}.png")
+        shot = window.screenshot(args.screenshot) if window and args.screenshot else None
+        _summary(console, session, run, result, report, shot, time.monotonic() - t0)
     finally:
-        scope.close()
-    elapsed = time.monotonic() - t0
+        session.close()
+    return 0 if result.exit_status == "success" else 1
 
-    table = Table(title="Where the data went", show_header=False)
-    table.add_row("run uid", result.run_start_uids[0])
+
+def _summary(
+    console: Console,
+    session: Any,
+    run: Any,
+    result: Any,
+    report: Path,
+    shot: Path | None,
+    elapsed: float,
+) -> None:
+    tracks = run.tracks()
+    table = Table(title="Where everything went", show_header=False)
+    table.add_row("run uid", run.uid)
     table.add_row("exit status", result.exit_status)
-    for res in resources:
-        path = Path(res["uri"].removeprefix("file://localhost"))
-        array = zarr.open_array(path, mode="r")
-        table.add_row("zarr store", str(path.parent))
-        table.add_row("array", f"{path.name}: shape {array.shape} {np.dtype(array.dtype)}")
+    table.add_row("frames", str(len(run.frames)))
+    table.add_row("catalog", str(session.catalog.path))
+    table.add_row("zarr store", str(run.store_path))
+    table.add_row("labels", ", ".join(run.label_names))
+    table.add_row("tracks", f"{len(tracks)} rows, {tracks['particle'].nunique()} particles")
+    if "lit" in tracks and "cnr" in tracks:
+        stim = tracks[tracks["phase"] == "stim"]
+        lit = stim.groupby(["fov", "particle"])["lit"].mean() > 0.5
+        lit_cnr = stim.join(lit.rename("is_lit"), on=["fov", "particle"])
+        means = lit_cnr.groupby("is_lit")["cnr"].mean()
+        table.add_row(
+            "ERK activity (stim phase)",
+            f"lit cells {means.get(True, float('nan')):.2f} vs "
+            f"dark cells {means.get(False, float('nan')):.2f} (c/n ratio)",
+        )
+    table.add_row("analysis errors", str(len(session.analyzer.errors)))
+    table.add_row("report", str(report))
+    if shot is not None:
+        table.add_row("screenshot", str(shot))
     table.add_row("elapsed", f"{elapsed:.1f} s")
     console.print(table)
     console.print(
-        "Open it with: [cyan]zarr.open_array(<zarr store>/camera)[/] "
-        "(axes t, c, y, x; events in acquisition order)"
+        "Open it again: [cyan]from faro_bluesky.storage import Catalog; "
+        f"run = Catalog.local({str(session.catalog.path)!r})[{run.uid[:8]!r}][/] "
+        "(run.images(0), run.tracks(), run.labels('nuclei', 0)); "
+        f"or [cyan]faro-bluesky report {run.uid[:8]} --data {session.catalog.path}[/]"
     )
-    return 0 if result.exit_status == "success" else 1

@@ -236,7 +236,11 @@ class _FitReport:
         self._values: dict[str, Any] = {}
 
     def update(self, **values: Any) -> None:
-        self._values = values
+        # bool arrays become 0/1: tiled's SQL tables can't store lists of booleans
+        self._values = {
+            k: np.asarray(v, np.uint8) if np.asarray(v).dtype == bool else v
+            for k, v in values.items()
+        }
 
     def _key(self, field: str) -> str:
         return f"{self.name}-{field}"

@@ -1,0 +1,259 @@
+"""`Run`: one run of the catalog with faro's views (frames, per-FOV images, tracks, labels).
+
+It wraps bluesky-tiled-plugins' ``BlueskyRunV3`` (kept as `Run.tiled` for anything else)
+and adds what a microscopist asks for: the experiment as objects, a frames table, a
+(T, C, Y, X) stack per FOV, the analyzer's tracks and labels, and the run's documents in
+their live order (from the raw document log when there is one).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+
+from ._doclog import read_document_log
+from ._documents import live_order
+from ._frames import assemble, frame_grid, frames_table
+from ._store import RunStore
+
+logger = logging.getLogger(__name__)
+
+TimedDocument = tuple[str, dict[str, Any], float | None]
+
+
+class Run:
+    """One bluesky run in a `Catalog`.
+
+    :param tiled_run: the tiled client of the run (``BlueskyRunV3``).
+    :param log_dir: where raw document logs are (``<uid>.jsonl``), if anywhere.
+    :param stream: the stream holding the frames.
+    """
+
+    def __init__(
+        self, tiled_run: Any, *, log_dir: Path | None = None, stream: str = "primary"
+    ) -> None:
+        self.tiled = tiled_run
+        self.log_dir = Path(log_dir) if log_dir is not None else None
+        self.stream = stream
+
+    def __repr__(self) -> str:
+        start = self.start
+        return (
+            f"<Run {self.uid[:8]} plan={start.get('plan_name')!r} "
+            f"phases={start.get('phase_names', [])} exit={self.exit_status!r}>"
+        )
+
+    # ------------------------------------------------------------ metadata
+    @property
+    def uid(self) -> str:
+        """The run's start uid."""
+        return self.start["uid"]
+
+    @property
+    def start(self) -> dict[str, Any]:
+        """The start document."""
+        return dict(self.tiled.metadata["start"])
+
+    @property
+    def stop(self) -> dict[str, Any] | None:
+        """The stop document; None while running or if the writer died unrecovered."""
+        stop = self.tiled.metadata.get("stop")
+        return dict(stop) if stop else None
+
+    @property
+    def exit_status(self) -> str | None:
+        """``success``/``abort``/``fail`` from the stop document; None without one."""
+        stop = self.stop
+        return stop.get("exit_status") if stop else None
+
+    @property
+    def descriptors(self) -> list[dict[str, Any]]:
+        """The event descriptors of every stream."""
+        return [dict(d) for d in self.tiled.descriptors]
+
+    @property
+    def streams(self) -> list[str]:
+        """Stream names."""
+        return list(self.tiled)
+
+    @property
+    def experiment(self) -> list[Any] | None:
+        """The experiment from the start document as `Phase`/`Wait`/`Parallel` objects.
+
+        Elements that can't be rebuilt (decision callables, recorded only by name) stay
+        as their JSON dicts. None for runs not made by ``optogenetic_plan``.
+        """
+        from ..plans import experiment_from_json
+
+        items = self.start.get("experiment")
+        if items is None:
+            return None
+        out: list[Any] = []
+        for item in items:
+            try:
+                out.extend(experiment_from_json([item]))
+            except (ValueError, TypeError) as exc:
+                logger.debug("experiment item kept as JSON: %s", exc)
+                out.append(item)
+        return out
+
+    # -------------------------------------------------------------- frames
+    def _stream(self) -> Any:
+        if self.stream not in self.tiled:
+            raise ValueError(
+                f"run {self.uid[:8]} has no stream {self.stream!r} (streams: {self.streams})"
+            )
+        return self.tiled[self.stream]
+
+    @cached_property
+    def image_key(self) -> str:
+        """The data key of the frames (the stream's external array, e.g. ``camera``)."""
+        for desc in self.descriptors:
+            if desc.get("name") != self.stream:
+                continue
+            for key, spec in desc["data_keys"].items():
+                if spec.get("external", "").startswith("STREAM") and len(spec["shape"]) == 3:
+                    return key
+        raise ValueError(f"stream {self.stream!r} of run {self.uid[:8]} records no images")
+
+    @property
+    def frames(self) -> pd.DataFrame:
+        """One row per frame: index (in the raw array), t, p, kind, c, channel, phase, time.
+
+        Read anew on every access, so it grows while the run is being written.
+        """
+        events = self._stream().base["internal"].read()
+        return frames_table(events)
+
+    @property
+    def store_path(self) -> Path | None:
+        """The run's zarr store (``<uuid>.zarr``) as recorded; None if no images."""
+        uri = self._image_uri()
+        return RunStore.from_uri(uri).path if uri else None
+
+    def _image_uri(self) -> str | None:
+        try:
+            key = self.image_key
+        except ValueError:
+            return None
+        for desc in self.descriptors:
+            if desc.get("name") == self.stream and key in desc["data_keys"]:
+                return desc["data_keys"][key].get("source")
+        return None
+
+    @property
+    def store(self) -> RunStore:
+        """Readers of the run's zarr store (raw, labels, tracks)."""
+        uri = self._image_uri()
+        if uri is None:
+            if "analysis_store" in self.start:  # a `reanalyze` run: labels and tracks only
+                return RunStore(self.start["analysis_store"])
+            raise ValueError(f"run {self.uid[:8]} recorded no images: it has no zarr store")
+        return RunStore.from_uri(uri)
+
+    def raw(self, via: str = "auto") -> da.Array:
+        """All frames (N, 1, H, W) in acquisition order, N = the frames with events.
+
+        ``via="zarr"`` opens the store on disk, ``"tiled"`` reads through the catalog
+        (e.g. from a remote server), ``"auto"`` the store if it is on this machine, else
+        tiled.
+        """
+        return self._raw(via)[: len(self.frames)]
+
+    def _raw(self, via: str) -> da.Array:
+        """Every frame the source has (the store may hold frames without events yet)."""
+        if via not in ("auto", "zarr", "tiled"):
+            raise ValueError(f"via={via!r} must be 'auto', 'zarr' or 'tiled'")
+        if via == "zarr" or (via == "auto" and self.store.exists()):
+            return self.store.raw()
+        array = self._stream()[self.image_key]
+        shape = tuple(array.shape)
+        return da.from_array(array, chunks=(1, *shape[1:]), name=False)
+
+    def images(self, fov: int, kind: str = "image", *, via: str = "auto") -> da.Array:
+        """FOV ``fov``'s frames of ``kind`` (image/ref/stim) as (T, C, Y, X).
+
+        T runs over the timepoints that have such a frame (`timepoints`), C over the
+        channel positions of that kind; a missing frame is zeros.
+        """
+        _, grid = frame_grid(self.frames, fov, kind)
+        return assemble(self._raw(via), grid)
+
+    def timepoints(self, fov: int, kind: str = "image") -> np.ndarray:
+        """The ``t`` of each row of ``images(fov, kind)``."""
+        ts, _ = frame_grid(self.frames, fov, kind)
+        return ts
+
+    # ------------------------------------------------------ analysis output
+    def tracks(self, fov: int | None = None) -> pd.DataFrame:
+        """The analyzer's tracks of FOV ``fov`` (all if None); empty if none yet."""
+        return self.store.tracks(fov)
+
+    @property
+    def label_names(self) -> list[str]:
+        """Names of the label images the analyzer wrote."""
+        return self.store.label_names()
+
+    def labels(self, name: str, fov: int | None = None) -> da.Array:
+        """Label image ``name``: (N, 1, H, W) like the raw array, or for one FOV (T, Y, X).
+
+        Per FOV, row i is the label image of its i-th timepoint (`timepoints` with
+        kind="image"): a visit's labels sit at one plane of the visit, so the maximum
+        over the visit's planes is that label image.
+        """
+        labels = self.store.labels(name)
+        if fov is None:
+            return labels
+        frames = self.frames
+        ts, _ = frame_grid(frames, fov, "image")
+        sel = frames[frames["p"] == fov]
+        n, _, h, w = labels.shape
+        planes = []
+        for t in ts:
+            idx = [int(i) for i in sel.loc[sel["t"] == t, "index"] if i < n]
+            if idx:
+                planes.append(labels[idx, 0].max(axis=0))
+            else:  # not written yet (label arrays grow as the analyzer writes)
+                planes.append(da.zeros((h, w), dtype=labels.dtype, chunks=(h, w)))
+        return da.stack(planes)
+
+    # ------------------------------------------------------------ documents
+    @property
+    def log_path(self) -> Path | None:
+        """The raw document log of this run, if there is one."""
+        if self.log_dir is None:
+            return None
+        path = self.log_dir / f"{self.uid}.jsonl"
+        return path if path.is_file() else None
+
+    def documents(self, source: str = "auto") -> Iterator[tuple[str, dict[str, Any]]]:
+        """The run's documents in live order: from the raw log, else from tiled.
+
+        ``source`` is ``"auto"``, ``"log"`` (exact, as emitted) or ``"tiled"`` (tiled's
+        re-synthesised documents put back in live order; datum uids differ).
+        """
+        for name, doc, _ in self.timed_documents(source):
+            yield name, doc
+
+    def timed_documents(self, source: str = "auto") -> Iterator[TimedDocument]:
+        """Documents with the time each was received (log) or made (tiled: doc time)."""
+        if source not in ("auto", "log", "tiled"):
+            raise ValueError(f"source={source!r} must be 'auto', 'log' or 'tiled'")
+        log = self.log_path
+        if source == "log" and log is None:
+            raise ValueError(f"run {self.uid[:8]} has no raw document log: use source='tiled'")
+        if log is not None and source != "tiled":
+            for item in read_document_log(log):
+                yield item.name, item.doc, item.received
+            return
+        last: float | None = None
+        for name, doc in live_order(self.tiled.documents()):
+            last = doc.get("time", last)
+            yield name, doc, last

@@ -1,0 +1,130 @@
+"""Re-analysis as a linked new run, the report PNG, and the replay/reanalyze/report CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+from bluesky import RunEngine
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from faro_bluesky.analysis import Analyzer
+from faro_bluesky.analysis.components import (
+    ErkKtrFeatures,
+    FractionOfCells,
+    OtsuSegmenter,
+    SimpleFeatures,
+)
+from faro_bluesky.plans import Channel, Phase, optogenetic_plan
+from faro_bluesky.sim import sim_microscope
+from faro_bluesky.storage import Catalog, reanalyze, write_report
+
+EXE = str(Path(sys.executable).parent / "faro-bluesky")
+IMG = [Channel("miRFP", 5), Channel("ERKKTR", 5)]
+
+
+@pytest.fixture(scope="module")
+def closed_loop(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cat")
+    catalog = Catalog.local(path)
+    RE = RunEngine(context_managers=[], call_returns_result=True)
+    sub = catalog.subscribe(RE)
+    scope = sim_microscope(
+        seed=4, data_dir=catalog.data_dir, image_shape=(128, 128), dmd_calibrated=True
+    )
+    analyzer = Analyzer(
+        segmenter=OtsuSegmenter(channel="miRFP"),
+        features=ErkKtrFeatures(channel="ERKKTR"),
+        stimulator=FractionOfCells(0.5),
+    )
+    phases = [
+        Phase("baseline", interval=0.05, n_frames=2, channels=IMG),
+        Phase(
+            "stim",
+            interval=0.05,
+            n_frames=3,
+            channels=IMG,
+            stim_channels=[Channel("Cyan", 20, power=20)],
+            stim_frames=range(3),
+        ),
+    ]
+    result = RE(optogenetic_plan([(0, 0), (300, 0)], phases, microscope=scope, analyzer=analyzer))
+    assert result.exit_status == "success"
+    analyzer.wait_idle(60)
+    analyzer.close()
+    sub.unsubscribe()
+    scope.close()
+    yield catalog, result.run_start_uids[0]
+    catalog.close()
+
+
+def test_reanalyze_records_a_linked_run_without_copying_images(closed_loop):
+    catalog, uid = closed_loop
+    original = catalog[uid]
+    before = original.tracks()
+    new = reanalyze(original, Analyzer(features=SimpleFeatures()), catalog)
+    assert new.start["plan_name"] == "reanalyze"
+    assert new.start["source_run"] == uid
+    assert "SimpleFeatures" in new.start["pipeline"]["features"]
+    assert catalog.search(plan="reanalyze")[-1].uid == new.uid
+    assert catalog.search(phase="stim", plan="reanalyze")[-1].uid == new.uid
+    tracks = new.tracks()
+    assert set(zip(tracks["fov"], tracks["t"], strict=True)) == {
+        (p, t) for p in range(2) for t in range(5)
+    }
+    assert "mean_intensity" in tracks and "cnr" not in tracks  # the new pipeline's columns
+    events = new.tiled["analysis"].read()
+    assert events.sizes["time"] == 10
+    store = Path(new.start["analysis_store"])
+    assert not (store / "camera").exists()  # raw frames stay in the original store
+    assert "nuclei" in [p.name for p in (store / "labels").iterdir()]
+    pd.testing.assert_frame_equal(original.tracks(), before)  # the original is untouched
+
+
+def test_report_png_has_montage_traces_and_raster(closed_loop, tmp_path):
+    catalog, uid = closed_loop
+    path = write_report(catalog[uid], tmp_path / "r.png")
+    image = plt.imread(path)
+    assert image.shape[0] > 400 and image.shape[1] > 250
+    rgb = image[..., :3]
+    assert rgb.std() > 0.05
+    cyan = (rgb[..., 0] < 0.4) & (rgb[..., 1] > 0.6) & (rgb[..., 2] > 0.7)
+    assert cyan.sum() > 50  # stim masks / stimulated trace drawn
+    with pytest.raises(ValueError, match=r"\.png"):
+        write_report(catalog[uid], tmp_path / "r.jpg")
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [EXE, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "250"},
+    )
+
+
+def test_cli_replay_reanalyze_report(closed_loop, tmp_path):
+    catalog, uid = closed_loop
+    data = str(catalog.path)
+    proc = _cli("replay", uid[:8], "--data", data)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "replayed run" in proc.stdout and "event" in proc.stdout
+    proc = _cli("report", uid[:8], "--data", data, "--out", str(tmp_path / "rep.png"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "rep.png").stat().st_size > 10_000
+    proc = _cli("reanalyze", uid[:8], "--data", data, "--erk", "")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "recorded as run" in proc.stdout
+    reopened = Catalog.local(data)
+    assert reopened[-1].start["source_run"] == uid
+    assert np.isfinite(reopened[-1].tracks()["x"]).all()
+    reopened.close()
