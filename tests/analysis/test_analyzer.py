@@ -385,3 +385,26 @@ def test_channels_the_components_read_are_checked_before_the_run(RE, docs, fast_
         optogenetic_plan([(0, 0)], [phase], microscope=fast_scope, analyzer=analyzer)
     assert docs.docs == []
     analyzer.close()
+
+
+def test_dask_cluster_executor_gives_the_thread_pool_result(RE, docs, fast_scope, tmp_path):
+    from distributed import Client, LocalCluster
+
+    phase = Phase("p", interval=0.05, n_frames=3, channels=IMG)
+    RE(optogenetic_plan([(0, 0)], [phase], microscope=fast_scope))
+    threads = erk_analyzer(output=tmp_path / "threads")
+    _replay(docs, threads)
+    threads.close()
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        on_dask = erk_analyzer(output=tmp_path / "dask", executor=client.get_executor())
+        _replay(docs, on_dask)
+        on_dask.close()
+    assert not on_dask.errors
+    a, b = read_tracks(tmp_path / "threads"), read_tracks(tmp_path / "dask")
+    assert len(a) > 0
+    pd.testing.assert_frame_equal(_comparable(a), _comparable(b))
