@@ -13,6 +13,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
+from rich.table import Column
 
 from ._status import RunStatus, StatusCallback
 
@@ -108,9 +109,10 @@ class ProgressDisplay:
     def _render(self, uid: str, wake: threading.Event) -> None:
         progress = Progress(
             TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"),
+            BarColumn(bar_width=24),
+            MofNCompleteColumn(table_column=Column(no_wrap=True, min_width=7)),
+            # the long info text folds onto a second line rather than eating the counts
+            TextColumn("{task.fields[info]}", table_column=Column(ratio=1, overflow="fold")),
             console=self._console,
             auto_refresh=False,
             transient=False,
