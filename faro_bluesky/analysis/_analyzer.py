@@ -18,6 +18,7 @@ import queue
 import threading
 import time
 import traceback
+import uuid
 from collections import defaultdict, deque
 from collections.abc import Mapping
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
@@ -148,7 +149,8 @@ class Analyzer:
         self.flush_every = flush_every
         self.board = MaskBoard()
         self.errors: list[AnalysisError] = []
-        self.summaries: deque[VisitSummary] = deque(maxlen=_MAX_SUMMARIES)
+        self.summaries: list[VisitSummary] = []
+        """Every visit summary so far (all runs); the plan records them as events."""
         self._unread: deque[VisitSummary] = deque(maxlen=_MAX_SUMMARIES)
         self._index = DocumentIndex()
         self._reader = FrameReader()
@@ -158,6 +160,7 @@ class Analyzer:
         self._handled = 0
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._held: deque[tuple] = deque()
         self._last_doc: Mapping[str, Any] | None = None
         self._new_run_state()
 
@@ -166,6 +169,17 @@ class Analyzer:
     def provides_masks(self) -> bool:
         """Whether the plan should take stimulation masks from this analyzer."""
         return self.stimulator is not None
+
+    @property
+    def closed(self) -> bool:
+        """True after `close`: it analyses nothing more."""
+        return self._closed
+
+    def __enter__(self) -> Analyzer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def required_metadata(self) -> frozenset[str]:
@@ -209,7 +223,7 @@ class Analyzer:
             "inbox": self._inbox.qsize(),
             "workers": (self._inflight, self.max_inflight),
             "deferred": len(self._deferred),
-            "tracking": sum(len(q) for q in self._order.values()),
+            "tracking": sum(len(q) for q in list(self._order.values())),
             "mask_waits": self.board.waiting(),
         }
 
@@ -267,8 +281,8 @@ class Analyzer:
             return
         self.wait_idle(timeout=30)
         self._closed = True
-        self._post(("close",))
         if self._thread is not None:
+            self._post(("close",))
             self._thread.join(timeout=30)
         if self._own_executor:
             self.executor.shutdown(wait=True, cancel_futures=True)
@@ -276,6 +290,8 @@ class Analyzer:
     # ------------------------------------------------------ bluesky callback
     def __call__(self, name: str, doc: Mapping[str, Any]) -> None:
         """File one document (RunEngine thread): never blocks, never raises."""
+        if self._closed:
+            return  # closed: nothing is analysed any more (the plan refuses it too)
         if doc is self._last_doc:
             return  # subscribed twice (by the user and by the plan): once is enough
         self._last_doc = doc
@@ -305,7 +321,12 @@ class Analyzer:
         self._inbox.put(item)
 
     def _idle(self) -> bool:
-        return self._handled == self._posted and self._inflight == 0 and not self._deferred
+        return (
+            self._handled == self._posted
+            and self._inflight == 0
+            and not self._deferred
+            and not self._held
+        )
 
     def _new_run_state(self) -> None:
         self._start: dict[str, Any] = {}
@@ -342,8 +363,17 @@ class Analyzer:
                     self._handled += 1
                     self._cond.notify_all()
 
+    def _busy(self) -> bool:
+        return bool(self._inflight or self._deferred or any(list(self._order.values())))
+
     def _handle(self, item: tuple) -> None:
         kind = item[0]
+        if kind != "done" and (self._held or (kind == "start" and self._busy())):
+            # The previous run is still being analysed: its late results must not land in
+            # the new run's state, so the new run waits (documents only; nothing is lost).
+            self._ended = True
+            self._held.append(item)
+            return
         if kind == "start":
             self._finish_run()
             self._new_run_state()
@@ -367,7 +397,7 @@ class Analyzer:
 
     def _ensure_outputs(self, uri: str) -> None:
         if self._labels is None:
-            self._root = self.output or Path(store_path(uri))
+            self._root = self.output or _fresh_root(Path(store_path(uri)))
             self._labels = LabelStore(self._root)
             self._tracks = TracksStore(self._root, flush_every=self.flush_every)
 
@@ -547,9 +577,11 @@ class Analyzer:
         self._tracks.append(key[0], cells)
 
     def _finish_if_idle(self) -> None:
-        busy = self._inflight or self._deferred or any(self._order.values())
-        if self._ended and not busy:
+        if self._ended and not self._busy():
             self._finish_run()
+            held, self._held = self._held, deque()
+            for item in held:  # the next run, now that this one is done
+                self._handle(item)
 
     def _finish_run(self) -> None:
         for (fov, _), (cells, _) in list(self._waiting_ref.items()):
@@ -587,3 +619,16 @@ def _lit_fraction(labels: np.ndarray, cells: pd.DataFrame, mask: Mask) -> np.nda
     area = np.bincount(labels.ravel(), minlength=n)
     ids = cells["label"].to_numpy(int)
     return lit[ids] / np.maximum(area[ids], 1)
+
+
+def _fresh_root(store: Path) -> Path:
+    """``store`` itself if it holds no analysis yet, else a new sibling store.
+
+    A replay of a stored run (without ``output=``) must never overwrite the analysis
+    recorded live: it goes to ``<store stem>.analysis-<id>.zarr`` beside it.
+    """
+    if not ((store / "labels").exists() or (store / "tracks").exists()):
+        return store
+    fresh = store.with_name(f"{store.stem}.analysis-{uuid.uuid4().hex[:8]}.zarr")
+    logger.info("%s already holds an analysis: writing this one to %s", store, fresh)
+    return fresh

@@ -38,7 +38,8 @@ class LabelStore:
         if self._group is None:
             root = zarr.open_group(self.root, mode="a", zarr_format=3)
             self._group = root.require_group("labels")
-            self._group.attrs["ome"] = {"version": "0.5", "labels": []}
+            known = self._group.attrs.get("ome", {}).get("labels", [])
+            self._group.attrs["ome"] = {"version": "0.5", "labels": list(known)}
         return self._group
 
     def _array(self, name: str, frame_shape: tuple[int, int]) -> zarr.Array:
@@ -60,7 +61,7 @@ class LabelStore:
             dimension_names=("t", "c", "y", "x"),
             overwrite=True,
         )
-        names = list(labels.attrs["ome"]["labels"])
+        names = [n for n in labels.attrs["ome"]["labels"] if n != name]
         labels.attrs["ome"] = {"version": "0.5", "labels": [*names, name]}
         self._arrays[name] = array
         return array
@@ -119,7 +120,9 @@ class TracksStore:
             return
         folder = self.root / f"fov_{fov:04d}"
         folder.mkdir(parents=True, exist_ok=True)
-        k = self._parts.get(fov, 0)
+        if fov not in self._parts:  # continue after parts already there, never overwrite
+            self._parts[fov] = len(list(folder.glob("part-*.parquet")))
+        k = self._parts[fov]
         table = pd.concat(frames, ignore_index=True)
         table.to_parquet(folder / f"part-{k:06d}.parquet", compression="zstd", index=False)
         self._parts[fov] = k + 1

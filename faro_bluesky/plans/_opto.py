@@ -253,7 +253,11 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
             result = decision(ctx)
             chosen = [] if result is None else result if isinstance(result, list) else [result]
             with self._lock:
-                new = [*self._elements[:n_resolved], *chosen, *self._elements[n_resolved + 1 :]]
+                # found again by identity: replace_pending may have edited the list meanwhile
+                at = next((i for i, e in enumerate(self._elements) if e is decision), None)
+                if at is None:
+                    continue  # the decision itself was replaced while it ran
+                new = [*self._elements[:at], *chosen, *self._elements[at + 1 :]]
                 self._check(new)
                 self._elements = new
                 self._schedule = self._build_schedule()

@@ -107,6 +107,10 @@ def validate_experiment(
             problems.append(
                 f"phases[{i}]={el!r} is not a Phase, wait(), parallel() or a decision callable"
             )
+    if not elements:
+        problems.append("phases is empty: give at least one Phase(...)")
+    if getattr(analyzer, "closed", False):
+        problems.append("the analyzer is closed (analyzer.close() was called): make a new one")
     phases = list(iter_phases(elements))
     problems += _channel_problems(microscope, phases)
     stim = any(p.stim_frames for p in phases)

@@ -408,3 +408,67 @@ def test_dask_cluster_executor_gives_the_thread_pool_result(RE, docs, fast_scope
     a, b = read_tracks(tmp_path / "threads"), read_tracks(tmp_path / "dask")
     assert len(a) > 0
     pd.testing.assert_frame_equal(_comparable(a), _comparable(b))
+
+
+def test_replay_without_output_never_overwrites_the_live_analysis(RE, docs, fast_scope):
+    live = erk_analyzer()
+    phase = Phase("p", interval=0.05, n_frames=3, channels=IMG)
+    RE(optogenetic_plan([(0, 0)], [phase], microscope=fast_scope, analyzer=live))
+    live_tracks = live.tracks()
+    live.close()
+    again = Analyzer(segmenter=OtsuSegmenter(channel="miRFP"))  # other columns, no output=
+    _replay(docs, again)
+    assert again.root != live.root and again.root.name.startswith(live.root.stem)
+    replayed = again.tracks()
+    again.close()
+    assert "cnr" not in replayed and len(replayed) == len(live_tracks)
+    pd.testing.assert_frame_equal(read_tracks(live.root), live_tracks)  # untouched
+    assert "rings" in zarr.open_group(live.root)["labels"].attrs["ome"]["labels"]
+
+
+def test_runs_back_to_back_while_analysis_lags_are_kept_apart(RE, docs, fast_scope, tmp_path):
+    phase = Phase("p", interval=0.05, n_frames=3, channels=IMG)
+    RE(optogenetic_plan([(0, 0), (300, 0)], [phase], microscope=fast_scope))
+    analyzer = Analyzer(
+        segmenter=SlowSegmenter(0.2), executor=ThreadPoolExecutor(1), max_inflight=1
+    )
+    for _ in range(2):  # the second run's start arrives while the first is still analysed
+        for name, doc in docs.docs:
+            analyzer(name, doc)
+    assert analyzer.wait_idle(60)
+    first, second = analyzer.summaries[:6], analyzer.summaries[6:]
+    assert sorted((s.fov, s.t) for s in first) == [(p, t) for p in range(2) for t in range(3)]
+    assert sorted((s.fov, s.t) for s in second) == sorted((s.fov, s.t) for s in first)
+    assert len(read_tracks(analyzer.root)) == len(analyzer.tracks()) > 0
+    analyzer.close()
+
+
+def test_a_closed_analyzer_is_refused_and_ignores_documents(RE, docs, fast_scope):
+    from faro_bluesky.plans import ExperimentError
+
+    analyzer = Analyzer()
+    analyzer.close()
+    phase = Phase("p", interval=0.05, n_frames=1, channels=IMG)
+    with pytest.raises(ExperimentError, match="closed"):
+        optogenetic_plan([(0, 0)], [phase], microscope=fast_scope, analyzer=analyzer)
+    analyzer("start", {"uid": "x", "time": 0.0})
+    assert analyzer.wait_idle(1)
+
+
+def test_decision_reads_the_analyzers_tracks_after_the_baseline(RE, docs, fast_scope):
+    analyzer = erk_analyzer()
+    chosen = {}
+
+    def decide(ctx):
+        tracks = ctx.analyzer.tracks()  # everything analysed so far: the baseline
+        chosen["cells"] = tracks.groupby("t")["particle"].count().min()
+        chosen["baseline_cnr"] = float(tracks["cnr"].mean())
+        n = 2 if chosen["cells"] > 5 else 1
+        return Phase("follow-up", interval=0.05, n_frames=n, channels=IMG)
+
+    baseline = Phase("baseline", interval=0.05, n_frames=2, channels=IMG)
+    RE(optogenetic_plan([(0, 0)], [baseline, decide], microscope=fast_scope, analyzer=analyzer))
+    tracks = analyzer.tracks()
+    analyzer.close()
+    assert chosen["cells"] > 5 and np.isfinite(chosen["baseline_cnr"])
+    assert list(tracks.drop_duplicates("t")["phase"]) == ["baseline"] * 2 + ["follow-up"] * 2

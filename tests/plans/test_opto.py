@@ -252,3 +252,33 @@ def test_session_default_microscope(RE, docs, scope):
     assert len(events(docs, "primary")) == 1
     with pytest.raises(ExperimentError, match="no microscope"):
         optogenetic_plan(FOVS, [Phase("p", interval=1, n_frames=1, channels=IMG)])
+
+
+def test_replace_pending_while_running(RE, docs, scope):
+    plan = optogenetic_plan(
+        FOVS[:1],
+        [
+            Phase("a", interval=0.05, n_frames=2, channels=IMG),
+            Phase("planned", interval=0.05, n_frames=5, channels=IMG),
+        ],
+        microscope=scope,
+    )
+
+    def replace_once(name, doc):
+        if name == "event" and not replace_once.done:
+            replace_once.done = True
+            plan.replace_pending([Phase("instead", interval=0.05, n_frames=1, channels=IMG)])
+
+    replace_once.done = False
+    RE.subscribe(replace_once)
+    RE(plan)
+    assert [e["data"]["visit-phase"] for e in events(docs, "primary")] == ["a", "a", "instead"]
+    with pytest.raises(ExperimentError, match="GFP"):  # edits are validated first
+        plan.replace_pending(
+            [Phase("bad", interval=0.05, n_frames=1, channels=[Channel("GFP", 5)])]
+        )
+
+
+def test_empty_experiment_is_refused(scope):
+    with pytest.raises(ExperimentError, match="phases is empty"):
+        optogenetic_plan(FOVS, [], microscope=scope)
