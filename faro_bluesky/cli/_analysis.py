@@ -44,8 +44,28 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> tuple[Any, Any]:
     catalog = _open(args.data, args.api_key)
-    key: Any = int(args.uid) if args.uid.lstrip("-").isdigit() else args.uid
-    return catalog, catalog[key]
+    # "-1" is a position (newest); anything else a uid or prefix, digits included
+    key: Any = int(args.uid) if args.uid.startswith("-") and args.uid[1:].isdigit() else args.uid
+    try:
+        return catalog, catalog[key]
+    except (KeyError, IndexError):
+        catalog.close()
+        raise
+
+
+def _guarded(command: Any) -> Any:
+    """Print what went wrong and how to fix it (exit status 2) instead of a traceback."""
+
+    def run(args: argparse.Namespace, console: Console) -> int:
+        try:
+            return command(args, console)
+        except (KeyError, IndexError, ValueError, TypeError, PermissionError, ImportError) as exc:
+            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+            console.print(f"[red]faro-bluesky {args.command}: {message}")
+            return 2
+
+    run.__doc__ = command.__doc__
+    return run
 
 
 def _analyzer(args: argparse.Namespace, output: Path | None = None) -> Any:
@@ -65,6 +85,7 @@ def _analyzer(args: argparse.Namespace, output: Path | None = None) -> Any:
     )
 
 
+@_guarded
 def replay(args: argparse.Namespace, console: Console) -> int:
     """Replay a stored run's documents (into a progress display, optionally an analyzer)."""
     import tempfile
@@ -72,6 +93,8 @@ def replay(args: argparse.Namespace, console: Console) -> int:
     from ..callbacks import ProgressDisplay, StatusCallback
     from ..storage import replay as replay_run
 
+    if args.speed <= 0:
+        raise ValueError(f"--speed {args.speed:g} must be > 0 (2 = twice as fast as recorded)")
     catalog, run = _run(args)
     counts: collections.Counter[str] = collections.Counter()
     status = StatusCallback(tick_s=None)
@@ -99,23 +122,33 @@ def replay(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+@_guarded
 def reanalyze(args: argparse.Namespace, console: Console) -> int:
     """Analyse a stored run again and record the result as a new linked run."""
     from ..storage import reanalyze as reanalyze_run
 
     catalog, run = _run(args)
     analyzer = _analyzer(args)
-    new = reanalyze_run(run, analyzer, catalog)
-    analyzer.close()
+    try:
+        new = reanalyze_run(run, analyzer, catalog)
+    except Exception:
+        catalog.close()
+        raise
+    finally:
+        analyzer.close()
     tracks = new.tracks()
     console.print(
-        f"reanalysis of {run.uid} recorded as run [bold]{new.uid}[/]: {len(tracks)} track rows, "
-        f"{len(analyzer.errors)} errors, results in {new.start['analysis_store']}"
+        f"reanalysis of {run.uid} recorded as run [bold]{new.uid}[/] ({new.exit_status}): "
+        f"{len(tracks)} track rows, {len(analyzer.errors)} errors, "
+        f"results in {new.start['analysis_store']}"
     )
+    if analyzer.errors:
+        console.print(f"[red]first error: {analyzer.errors[0]}")
     catalog.close()
-    return 0
+    return 0 if new.exit_status == "success" else 1
 
 
+@_guarded
 def report(args: argparse.Namespace, console: Console) -> int:
     """Write a stored run's report PNG and print its path."""
     from ..storage import write_report
@@ -123,7 +156,10 @@ def report(args: argparse.Namespace, console: Console) -> int:
     catalog, run = _run(args)
     base = catalog.path if catalog.path is not None else Path(".")
     out = args.out or Path(base) / "reports" / f"{run.uid[:8]}.png"
-    path = write_report(run, out)
+    if "source_run" in run.start:  # a re-analysis: the source's images, these tracks
+        path = write_report(catalog[run.start["source_run"]], out, tracks=run.tracks())
+    else:
+        path = write_report(run, out)
     console.print(f"report of run {run.uid}: [bold]{path}[/]")
     catalog.close()
     return 0

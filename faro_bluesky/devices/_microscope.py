@@ -25,7 +25,7 @@ from ._worker import CoreWorker
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_DATA_DIR = Path("faro-data")
+DEFAULT_DATA_DIR = Path("faro-data") / "data"  # = Catalog.local("faro-data").data_dir
 
 
 class Microscope:

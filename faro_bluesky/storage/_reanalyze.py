@@ -51,6 +51,14 @@ def reanalyze(run: Run, analyzer: Any, catalog: Any, *, md: dict | None = None) 
         )
     if catalog.data_dir is None:
         raise ValueError("catalog has no data_dir: open it with Catalog.local(path)")
+    frames = run.frames
+    imaged = set(frames.loc[frames["kind"] == "image", "channel"])
+    missing = set(getattr(analyzer, "required_channels", ())) - imaged
+    if missing:
+        raise ValueError(
+            f"the analyzer's components read {sorted(missing)} but run {run.uid[:8]} imaged "
+            f"{sorted(imaged)}: give the components channel=<one of those>"
+        )
     new_uid = str(uuid.uuid4())
     out = Path(catalog.data_dir) / f"{new_uid}.analysis.zarr"
     root = zarr.open_group(out, mode="a", zarr_format=3)
@@ -84,7 +92,18 @@ def reanalyze(run: Run, analyzer: Any, catalog: Any, *, md: dict | None = None) 
         now = time.time()
         data = {k: getattr(s, k) for k in _SUMMARY_KEYS}
         docs.append(("event", desc.compose_event(data=data, timestamps=dict.fromkeys(data, now))))
-    docs.append(("stop", bundle.compose_stop(exit_status="success")))
+    visits = len(frames.loc[frames["kind"] == "image"].drop_duplicates(["p", "t"]))
+    failed = {(e.fov, e.t) for e in analyzer.errors if e.fov is not None}
+    ok = not visits or len(failed) < visits
+    docs.append(
+        (
+            "stop",
+            bundle.compose_stop(
+                exit_status="success" if ok else "fail",
+                reason="" if ok else f"the analysis failed on every visit: {analyzer.errors[0]}",
+            ),
+        )
+    )
     recorder = catalog.recorder()
     try:
         for name, doc in docs:

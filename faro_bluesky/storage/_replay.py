@@ -138,7 +138,7 @@ def databroker_run(catalog: str, uid: str) -> Any:
     except ImportError:
         raise ImportError(
             "reading a databroker catalog needs the optional 'databroker' package, which "
-            "is not installed: pip install 'databroker[complete]==2.0.2' (deprecated "
+            "is not installed: uv sync --extra databroker (databroker[complete]==2.0.2, deprecated "
             "upstream; catalogs written by faro-bluesky are tiled catalogs and need no "
             "databroker)"
         ) from None

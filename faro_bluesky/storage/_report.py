@@ -46,8 +46,18 @@ def _groups(tracks: pd.DataFrame) -> pd.Series:
     return lit.map(lambda v: "stimulated" if v > _LIT else "unstimulated")
 
 
-def write_report(run: Run, path: str | Path, *, key_frames: int = 4, max_fovs: int = 4) -> Path:
-    """Draw the report of ``run`` into the PNG ``path``; return the path."""
+def write_report(
+    run: Run,
+    path: str | Path,
+    *,
+    key_frames: int = 4,
+    max_fovs: int = 4,
+    tracks: pd.DataFrame | None = None,
+) -> Path:
+    """Draw the report of ``run`` into the PNG ``path``; return the path.
+
+    ``tracks`` replaces the run's own tracks (e.g. those of a re-analysis of it).
+    """
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -60,7 +70,7 @@ def write_report(run: Run, path: str | Path, *, key_frames: int = 4, max_fovs: i
     if frames.empty:
         raise ValueError(f"run {run.uid[:8]} has no frames to report on")
     fovs = sorted(int(p) for p in frames["p"].unique())[:max_fovs]
-    tracks = run.tracks()
+    tracks = run.tracks() if tracks is None else tracks
     fig = plt.figure(figsize=(3.0 * key_frames, 2.6 * len(fovs) + 5.5), dpi=80)
     grid = fig.add_gridspec(len(fovs) + 2, key_frames, height_ratios=[1] * len(fovs) + [1.1, 0.7])
     fig.suptitle(f"run {run.uid[:8]} - {run.start.get('plan_name', '')} - {run.exit_status}")

@@ -128,3 +128,28 @@ def test_cli_replay_reanalyze_report(closed_loop, tmp_path):
     assert reopened[-1].start["source_run"] == uid
     assert np.isfinite(reopened[-1].tracks()["x"]).all()
     reopened.close()
+
+
+def test_cli_bad_input_is_a_message_not_a_traceback(closed_loop, tmp_path):
+    catalog, uid = closed_loop
+    data = str(catalog.path)
+    for args, needle in (
+        (("report", "zzzz", "--data", data), "no run with uid"),
+        (("report", "-99", "--data", data), "out of range"),
+        (("report", "-1", "--data", str(tmp_path / "none")), "not a catalog directory"),
+        (("replay", uid[:8], "--data", data, "--speed", "0"), "--speed"),
+        (("reanalyze", uid[:8], "--data", data, "--channel", "NOPE"), "NOPE"),
+    ):
+        proc = _cli(*args)
+        assert proc.returncode == 2, (args, proc.stdout, proc.stderr[-1500:])
+        assert needle in proc.stdout and "Traceback" not in proc.stderr, (args, proc.stdout)
+
+
+def test_report_of_a_reanalysis_uses_the_source_images(closed_loop, tmp_path):
+    catalog, uid = closed_loop
+    new = reanalyze(catalog[uid], Analyzer(segmenter=OtsuSegmenter(channel="miRFP")), catalog)
+    proc = _cli(
+        "report", new.uid[:8], "--data", str(catalog.path), "--out", str(tmp_path / "n.png")
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+    assert plt.imread(tmp_path / "n.png")[..., :3].std() > 0.05

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import time
 
 import numpy as np
@@ -10,7 +9,6 @@ import pytest
 
 from faro_bluesky.storage import (
     DocumentLog,
-    databroker_run,
     read_document_log,
     replay,
     writer_alive,
@@ -148,12 +146,6 @@ def test_documents_of_any_run_like_object_are_replayed():
 
     got = collect(LegacyHeader(), timing="original")
     assert [n for n, _ in got] == ["start", "stop"]
-
-
-@pytest.mark.skipif(importlib.util.find_spec("databroker") is not None, reason="installed")
-def test_databroker_sources_need_the_optional_package():
-    with pytest.raises(ImportError, match=r"pip install 'databroker"):
-        databroker_run("mongo_catalog", "abc123")
 
 
 def test_document_log_round_trip_lock_and_truncated_tail(tmp_path):
