@@ -322,7 +322,7 @@ def test_live_segmentation_and_tracking_against_ground_truth(RE, docs, fast_scop
             truth[data["visit-t"]] = (gt.ids, gt.xy_px)
 
     RE.subscribe(record_truth)
-    analyzer = Analyzer(segmenter=OtsuSegmenter(channel="miRFP"))
+    analyzer = Analyzer()  # default settings: Otsu on plane 0 (miRFP), nearest-neighbour
     phase = Phase("p", interval=0.2, n_frames=30, channels=IMG)
     RE(optogenetic_plan([(0, 0)], [phase], microscope=fast_scope, analyzer=analyzer))
     tracks = analyzer.tracks()

@@ -134,7 +134,7 @@ def test_shift_keeps_intervals_true_and_catch_up_keeps_the_clock(RE, docs, scope
 
 
 @pytest.mark.parametrize("action", ["stop", "abort", "halt"])
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_stop_abort_halt_at_random_points(RE, docs, calibrated_scope, action, seed):
     scope = calibrated_scope
     after = random.Random(seed).randint(1, 14)
@@ -148,6 +148,9 @@ def test_stop_abort_halt_at_random_points(RE, docs, calibrated_scope, action, se
     assert result.exit_status == expected
     events = check_no_duplicates(docs)
     assert len(events) >= after
+    (resource,) = docs.of("stream_resource")
+    frames = zarr.open_array(resource["uri"].removeprefix("file://localhost"), mode="r")[:]
+    assert (frames.reshape(len(frames), -1).max(axis=1) > 0).all()  # every frame has pixels
     if action != "halt":
         assert scope.core.getSLMImage().max() == 0
 
