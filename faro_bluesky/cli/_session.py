@@ -111,7 +111,12 @@ def open_session(
     catalog = Catalog.local(data)
     subscription = catalog.subscribe(RE)
     os.environ.setdefault("PYMM_SIGNALS_BACKEND", "psygnal")  # never Qt signals on the core
-    scope = load_microscope(config, catalog.data_dir, seed)
+    try:
+        scope = load_microscope(config, catalog.data_dir, seed)
+    except Exception:
+        subscription.unsubscribe()
+        catalog.close()
+        raise
     analyzer = Analyzer(segmenter=OtsuSegmenter(channel=0))
     status = StatusCallback(RE=RE, analyzer=analyzer)
     token = RE.subscribe(status)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Generator, Sequence
@@ -31,7 +32,9 @@ from ._stubs import (
     wait_until,
 )
 from ._tags import PauseClock, VisitTag
-from ._validate import validate_experiment
+from ._validate import timing_warnings, validate_experiment
+
+logger = logging.getLogger(__name__)
 
 Element = Phase | Wait | Parallel | Callable[["DecisionContext"], Any]
 _MAX_SCHEDULE_IN_START = 20_000  # visits; bigger schedules are summarised in the start doc
@@ -151,6 +154,12 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
         self._check(list(phases))
         self._elements = list(phases)
         self._schedule = self._build_schedule()
+        self.warnings = timing_warnings(
+            len(self.fovs), self._elements, time_per_fov=time_per_fov, stim_mode=stim_mode
+        )
+        """Problems that don't stop the run (e.g. visits that can't fit an interval)."""
+        for warning in self.warnings:
+            logger.warning("optogenetic_plan: %s", warning)
 
     # ----------------------------------------------------------------- editing
     def _check(self, elements: list[Element]) -> None:
@@ -228,6 +237,7 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
             "on_resume": self.on_resume,
             "time_per_fov": self.time_per_fov,
             "num_visits": len(sched) if sched else 0,
+            "warnings": list(self.warnings),
             "num_points": sum(len(v.channels) + len(v.ref_channels) for v in sched or ()),
             "hints": {"dimensions": [(["visit-t"], "primary")]},
         }

@@ -137,3 +137,36 @@ def validate_experiment(
     if analyzer is not None:
         problems += _analyzer_problems(analyzer, phases)
     return problems
+
+
+_FRAME_OVERHEAD_S = 0.015  # per frame: readout, zarr write, documents (docs/benchmarks.md)
+_MASK_S = 0.07  # current mode: the analysis of the frame just taken (docs/benchmarks.md)
+
+
+def timing_warnings(
+    n_fovs: int, elements: Iterable[Any], *, time_per_fov: float | None, stim_mode: str
+) -> list[str]:
+    """Phases whose visits of one timepoint can't fit in the interval (a lower estimate).
+
+    Not errors: the schedule then runs late (lag grows), which a user may accept; but it
+    should be said before hours of acquisition rather than discovered in the lag display.
+    """
+    if time_per_fov is not None:
+        return []
+    out = []
+    for phase in iter_phases(elements):
+        fovs = len(phase.fovs) if phase.fovs is not None else n_fovs
+        frames = list(phase.channels)
+        seconds = sum(c.exposure for c in frames) / 1000 + _FRAME_OVERHEAD_S * len(frames)
+        if phase.stim_frames:
+            stim = phase.stim_channels_at(phase.stim_frames[0])
+            seconds += sum(c.exposure for c in stim) / 1000 + _FRAME_OVERHEAD_S * len(stim)
+            seconds += _MASK_S if stim_mode == "current" else 0.0
+        if phase.n_frames > 1 and fovs * seconds > phase.interval:
+            out.append(
+                f"phase {phase.name!r}: {fovs} FOV visits need at least ~{fovs * seconds:.2f} s "
+                f"but the interval is {phase.interval:g} s, so the schedule will run late: "
+                f"lengthen the interval, use fewer FOVs, or pass time_per_fov=~{seconds:.2f} "
+                "to batch and stagger FOVs"
+            )
+    return out

@@ -282,3 +282,12 @@ def test_replace_pending_while_running(RE, docs, scope):
 def test_empty_experiment_is_refused(scope):
     with pytest.raises(ExperimentError, match="phases is empty"):
         optogenetic_plan(FOVS, [], microscope=scope)
+
+
+def test_visits_that_cannot_fit_the_interval_are_warned_about(scope):
+    crowded = Phase("crowded", interval=0.05, n_frames=3, channels=[Channel("miRFP", 30)])
+    plan = optogenetic_plan([(0, 0), (400, 0), (0, 400)], [crowded], microscope=scope)
+    assert len(plan.warnings) == 1 and "time_per_fov" in plan.warnings[0]
+    assert plan._start_md()["warnings"] == plan.warnings
+    relaxed = Phase("relaxed", interval=1.0, n_frames=3, channels=[Channel("miRFP", 30)])
+    assert optogenetic_plan([(0, 0)], [relaxed], microscope=scope).warnings == []
