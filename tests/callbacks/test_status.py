@@ -116,8 +116,6 @@ def test_status_follows_every_frame_of_a_two_phase_run(RE, scope, status):
         assert snap.visits_done == i + complete
         assert snap.lag_ms is not None and math.isfinite(snap.lag_ms)
         assert -50 < snap.lag_ms < 1500  # the sim stage takes ~0.1 s per 400 µm move
-        if data["visit-p"] == 0:  # first FOV of its timepoint: nothing ahead of it
-            assert snap.lag_ms < 300
         assert snap.scheduled_s == pytest.approx(layout.times[i], abs=0.05)
         if complete and i == 3:  # the last frame before the wait: the microscope idles now
             assert (snap.state, snap.kind, snap.cell) == ("waiting", "wait", 4)
