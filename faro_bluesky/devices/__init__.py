@@ -1,5 +1,6 @@
 """ophyd-async devices over any pymmcore-plus core (real hardware or the simulation)."""
 
+from . import _exit  # noqa: F401 - registers the quiet-exit hook
 from ._affine import similarity, warp
 from ._camera import Camera
 from ._channel import ChannelPresets, LightSetting

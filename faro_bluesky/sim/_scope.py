@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import atexit
-import gc
 import logging
 import tempfile
 import weakref
@@ -14,6 +13,7 @@ from typing import Any
 from pymmcore_plus.experimental.unicore import UniMMCore
 
 from ..devices import Microscope
+from ..devices._exit import quiet_exit, stop_event_loops
 from ..devices._microscope import DEFAULT_DATA_DIR
 from ._sample import SampleParams, SimSample
 from ._world import SimWorld
@@ -66,15 +66,16 @@ def _unload_all() -> None:
     """Drop the Python devices of every sim core before the interpreter exits.
 
     A UniMMCore still holding Python devices at interpreter exit aborts the process
-    (SIGABRT, exit code 134).
+    (SIGABRT, exit code 134); see also the note on the garbage collector below.
     """
+    stop_event_loops()  # no device call may start while the cores are dismantled
     for core in list(_CORES):
         try:
             core.unloadAllDevices()
         except Exception:  # pragma: no cover - best effort at exit
             logger.debug("could not unload sim core", exc_info=True)
     _CORES.clear()
-    gc.collect()
+    quiet_exit()  # see faro_bluesky/devices/_exit.py
 
 
 atexit.register(_unload_all)
