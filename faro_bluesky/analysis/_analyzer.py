@@ -397,7 +397,7 @@ class Analyzer:
 
     def _ensure_outputs(self, uri: str) -> None:
         if self._labels is None:
-            self._root = self.output or _fresh_root(Path(store_path(uri)))
+            self._root = self.output or _fresh_root(store_path(uri))
             self._labels = LabelStore(self._root)
             self._tracks = TracksStore(self._root, flush_every=self.flush_every)
 

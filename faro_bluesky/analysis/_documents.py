@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,7 @@ import zarr
 from numpy.typing import NDArray
 
 from ..devices import find_frame
+from ..devices._zarr_store import path_from_uri
 
 
 @dataclass(frozen=True)
@@ -58,17 +60,9 @@ class Stack:
         return (self.head.fov, self.head.t, self.head.kind)
 
 
-def array_path(uri: str) -> str:
-    """Filesystem path of a ``file://`` StreamResource URI."""
-    for prefix in ("file://localhost", "file://"):
-        if uri.startswith(prefix):
-            return uri[len(prefix) :]
-    return uri
-
-
-def store_path(uri: str) -> str:
+def store_path(uri: str) -> Path:
     """The zarr store (group) holding the array at ``uri``."""
-    return array_path(uri).rstrip("/").rsplit("/", 1)[0]
+    return path_from_uri(uri).parent
 
 
 class FrameReader:
@@ -84,7 +78,7 @@ class FrameReader:
             return np.asarray(cached.image)
         array = self._arrays.get(ref.uri)
         if array is None:
-            array = self._arrays[ref.uri] = zarr.open_array(array_path(ref.uri), mode="r")
+            array = self._arrays[ref.uri] = zarr.open_array(path_from_uri(ref.uri), mode="r")
         return np.asarray(array[ref.index]).reshape(array.shape[-2:])
 
     def read_stack(self, stack: Stack) -> NDArray:

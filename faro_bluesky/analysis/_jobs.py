@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
-from skimage.measure import regionprops_table
 
 from ._protocols import FeatureExtractor, FrameInfo, Labels, Segmenter
+from .components._features import positions
 
 
 @dataclass
@@ -26,19 +26,6 @@ class FrameResult:
     cells: pd.DataFrame
     extra: dict[str, Labels] = field(default_factory=dict)
     seconds: float = 0.0
-
-
-def positions(labels: Labels) -> pd.DataFrame:
-    """``label, x, y, area`` of each label (x = column, y = row, px)."""
-    props = regionprops_table(np.asarray(labels), properties=("label", "centroid", "area"))
-    return pd.DataFrame(
-        {
-            "label": props["label"].astype(np.int64),
-            "x": props["centroid-1"].astype(float),
-            "y": props["centroid-0"].astype(float),
-            "area": props["area"].astype(float),
-        }
-    )
 
 
 def measure(

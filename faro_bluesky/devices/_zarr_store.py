@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import numpy as np
 import zarr
@@ -41,6 +42,14 @@ def ome_image_attrs(array_name: str, pixel_size_um: float, name: str) -> dict:
             }
         ],
     }
+
+
+def path_from_uri(uri: str) -> Path:
+    """Local path of a ``file://`` URI (as in the stream_resource documents we write)."""
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("file", ""):
+        raise ValueError(f"uri={uri!r} is not a file URI: only local stores can be opened")
+    return Path(unquote(parsed.path))
 
 
 class ZarrFrameWriter:

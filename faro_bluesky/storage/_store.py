@@ -20,11 +20,12 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 import dask.array as da
 import pandas as pd
 import zarr
+
+from ..devices._zarr_store import path_from_uri
 
 logger = logging.getLogger(__name__)
 
@@ -44,14 +45,6 @@ TRACK_COLUMNS = {
 """The columns every tracks table has (features add more); an empty table has these."""
 _PART = re.compile(r"part-(\d+)\.parquet$")
 _FOV_DIR = re.compile(r"fov_(\d+)$")
-
-
-def path_from_uri(uri: str) -> Path:
-    """Local path of a ``file://`` URI (as in stream_resource documents)."""
-    parsed = urlparse(uri)
-    if parsed.scheme not in ("file", ""):
-        raise ValueError(f"uri={uri!r} is not a file URI: only local stores can be opened")
-    return Path(unquote(parsed.path))
 
 
 def _lazy(array: zarr.Array) -> da.Array:
