@@ -190,7 +190,8 @@ print("RESULT", json.dumps({"status": result.exit_status, "frames": frames, "seq
 """
 
 
-def test_real_sigint_pauses_at_a_visit_boundary_and_resume_finishes(tmp_path):
+@pytest.mark.parametrize("ctrl_c", [1, 2], ids=["once", "twice"])
+def test_real_sigint_pauses_at_a_visit_boundary_and_resume_finishes(tmp_path, ctrl_c):
     script = tmp_path / "run.py"
     script.write_text(SCRIPT)
     proc = subprocess.Popen(
@@ -205,9 +206,15 @@ def test_real_sigint_pauses_at_a_visit_boundary_and_resume_finishes(tmp_path):
         lines.append(line.strip())
         if line.startswith("EVENT 3") and not sent:
             os.kill(proc.pid, signal.SIGINT)
+            if ctrl_c == 2:  # a second Ctrl-C, as a user types it: > 0.1 s later, a hard pause
+                threading.Event().wait(0.15)  # inside the 0.5 s a deferred pause waits
+                os.kill(proc.pid, signal.SIGINT)
             sent = True
     proc.wait(timeout=60)
-    assert proc.returncode == 0, proc.stderr.read()[-3000:]
+    stderr = proc.stderr.read()
+    assert proc.returncode == 0, stderr[-3000:]
+    said = "\n".join(lines) + stderr
+    assert ("hard pause" in said) == (ctrl_c == 2), said[-2000:]
     paused = [ln for ln in lines if ln.startswith("PAUSED")]
     assert paused == ["PAUSED paused 0"]  # paused, DMD blank
     result = json.loads(next(ln for ln in lines if ln.startswith("RESULT")).split(" ", 1)[1])
