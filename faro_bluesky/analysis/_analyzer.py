@@ -336,7 +336,7 @@ class Analyzer:
         self._tracks: TracksStore | None = None
         self._order: dict[int, deque[int]] = defaultdict(deque)
         self._stacks: dict[tuple[int, int], tuple[Stack, float]] = {}
-        self._images: dict[tuple[int, int], np.ndarray] = {}
+        self._images: dict[tuple[int, int], tuple[np.ndarray, FrameInfo]] = {}
         self._results: dict[tuple[int, int], FrameResult | BaseException] = {}
         self._refs: dict[tuple[int, int], Stack] = {}
         self._waiting_ref: dict[tuple[int, int], tuple[pd.DataFrame, FrameResult]] = {}
@@ -449,7 +449,7 @@ class Analyzer:
             self._record("read", exc, *key)
             self._advance(key[0])
             return
-        self._images[key] = image
+        self._images[key] = (image, info)
         self._inflight += 1
         future.add_done_callback(lambda f, key=key: self._post(("done", key, f)))
 
@@ -471,9 +471,9 @@ class Analyzer:
 
     def _tracked(self, fov: int, t: int, result: FrameResult | BaseException) -> None:
         stack, arrived = self._stacks.pop((fov, t))
-        image = self._images.pop((fov, t), None)
+        kept = self._images.pop((fov, t), None)  # None when the frames could not be read
+        image, info = kept if kept is not None else (None, self._info(stack, (0, 0)))
         head = stack.head
-        info = self._info(stack, image.shape if image is not None else (0, 0))
         needs_mask = self.stimulator is not None and (head.stim or self._stim_mode == "previous")
         error = ""
         cells = pd.DataFrame()

@@ -11,7 +11,6 @@ from typing import Any
 
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
-import numpy as np
 from bluesky import Msg
 from bluesky.protocols import Readable
 from bluesky.utils import MsgGenerator
@@ -433,16 +432,7 @@ def optogenetic_plan(
     """
     scope = microscope if microscope is not None else session_microscope()
     analyzer = analyzer if analyzer is not None else session_analyzer()
-    if scope is None:
-        raise ExperimentError(
-            [
-                "no microscope: pass microscope=... or set the session default with "
-                "faro_bluesky.plans.set_session(microscope=scope)"
-            ]
-        )
-    if isinstance(stim_mask, np.ndarray):
-        stim_mask = np.asarray(stim_mask)
-    return OptogeneticPlan(
+    return OptogeneticPlan(  # validates (also "no microscope") before anything else
         fovs,
         phases,
         microscope=scope,

@@ -64,14 +64,12 @@ def move(obj: Any, value: Any, *, clock: PauseClock | None = None) -> MsgGenerat
             return
 
 
-def trigger_and_read_complete(
-    devices: Sequence[Readable], name: str = "primary", *, clock: PauseClock | None = None
-) -> MsgGenerator[dict[str, Any]]:
-    """Like ``bps.trigger_and_read`` but never reads a trigger a pause cut short.
+def trigger_complete(devices: Sequence[Any]) -> MsgGenerator[None]:
+    """Trigger ``devices`` and wait until every trigger has really finished.
 
     After a hard pause the interrupted ``wait`` returns at once on resume; the triggers
-    themselves go on, so we wait for their statuses before reading: the frame is taken
-    once and recorded once.
+    themselves go on, so their statuses are waited for: nothing is read half-done and
+    nothing is triggered twice.
     """
     group = new_uid()
     statuses = []
@@ -84,12 +82,27 @@ def trigger_and_read_complete(
     for s in statuses:
         if s is not None and not s.success:
             raise s.exception()
+
+
+def read_event(devices: Sequence[Readable], name: str) -> MsgGenerator[dict[str, Any]]:
+    """One event of stream ``name`` with the readings of ``devices``; return them."""
     yield from bps.create(name)
     readings: dict[str, Any] = {}
     for obj in devices:
         readings.update((yield from bps.read(obj)))
     yield from bps.save()
     return readings
+
+
+def trigger_and_read_complete(
+    devices: Sequence[Readable], name: str = "primary", *, clock: PauseClock | None = None
+) -> MsgGenerator[dict[str, Any]]:
+    """Like ``bps.trigger_and_read`` but never reads a trigger a pause cut short.
+
+    The frame is taken once and recorded once (see `trigger_complete`).
+    """
+    yield from trigger_complete(devices)
+    return (yield from read_event(devices, name))
 
 
 def set_channel(
@@ -166,16 +179,10 @@ def fetch_mask(
     while True:
         before = _pauses(clock)
         yield from bps.mv(masks, (fov, t))
-        group = new_uid()
-        status = yield from bps.trigger(masks, group=group)
-        yield from bps.wait(group=group)
-        while not status.done:
-            yield from bps.sleep(_STATUS_POLL_S)
+        yield from trigger_complete([masks])
         if not (masks.interrupted and _pauses(clock) != before):
             break  # a pause ended the wait: ask again now that we run again
-    yield from bps.create("mask")
-    readings = yield from bps.read(masks)
-    yield from bps.save()
+    readings = yield from read_event([masks], "mask")
     mask = readings[f"{masks.name}-mask"]["value"]
     if mask.all():
         return True

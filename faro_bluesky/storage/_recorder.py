@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..devices._zarr_store import path_from_uri
 from ._doclog import DocumentLog, RunIndex
-from ._store import path_from_uri
 from ._writer import CatalogWriter
 
 logger = logging.getLogger(__name__)
