@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ._storage import _open
@@ -61,7 +62,9 @@ def _guarded(command: Any) -> Any:
             return command(args, console)
         except (KeyError, IndexError, ValueError, TypeError, PermissionError, ImportError) as exc:
             message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-            console.print(f"[red]faro-bluesky {args.command}: {message}")
+            console.print(
+                f"[red]faro-bluesky {args.command}: {escape(str(message))}", soft_wrap=True
+            )
             return 2
 
     run.__doc__ = command.__doc__
@@ -140,10 +143,11 @@ def reanalyze(args: argparse.Namespace, console: Console) -> int:
     console.print(
         f"reanalysis of {run.uid} recorded as run [bold]{new.uid}[/] ({new.exit_status}): "
         f"{len(tracks)} track rows, {len(analyzer.errors)} errors, "
-        f"results in {new.start['analysis_store']}"
+        f"results in {new.start['analysis_store']}",
+        soft_wrap=True,
     )
     if analyzer.errors:
-        console.print(f"[red]first error: {analyzer.errors[0]}")
+        console.print(f"[red]first error: {escape(str(analyzer.errors[0]))}", soft_wrap=True)
     catalog.close()
     return 0 if new.exit_status == "success" else 1
 
@@ -160,6 +164,6 @@ def report(args: argparse.Namespace, console: Console) -> int:
         path = write_report(catalog[run.start["source_run"]], out, tracks=run.tracks())
     else:
         path = write_report(run, out)
-    console.print(f"report of run {run.uid}: [bold]{path}[/]")
+    console.print(f"report of run {run.uid}: [bold]{path}[/]", soft_wrap=True)
     catalog.close()
     return 0

@@ -82,7 +82,7 @@ class _Gui:
 def run(args: argparse.Namespace, console: Console) -> int:
     """Run the demo experiment and say where everything went."""
     if args.fovs < 1 or args.frames < 1 or args.interval <= 0:
-        console.print("[red]--fovs and --frames must be >= 1 and --interval > 0")
+        console.print("[red]--fovs and --frames must be >= 1 and --interval > 0", soft_wrap=True)
         return 2
     RE = None
     gui = args.gui or args.screenshot is not None
@@ -101,13 +101,16 @@ def run(args: argparse.Namespace, console: Console) -> int:
     phases = experiment(args.frames, args.interval)
     console.print(
         f"[bold]faro-bluesky demo[/]: closed-loop optogenetics on the simulated microscope, "
-        f"{args.fovs} FOV(s); baseline, wait, stimulation of half the cells, recovery"
+        f"{args.fovs} FOV(s); baseline, wait, stimulation of half the cells, recovery",
+        soft_wrap=True,
     )
     t0 = time.monotonic()
     try:
         affine = RE(calibrate_dmd(session.scope)).plan_result
         error = np.abs(affine - session.scope.sim.true_affine).max()
-        console.print(f"DMD calibrated (largest difference to the truth {error:.3f})")
+        console.print(
+            f"DMD calibrated (largest difference to the truth {error:.3f})", soft_wrap=True
+        )
         result = RE(optogenetic_plan(fovs, phases, md={"sample": "simulated HeLa, ERK-KTR"}))
         analyzer.wait_idle(120)
         uid = result.run_start_uids[0]
@@ -158,5 +161,6 @@ def _summary(
         "Open it again: [cyan]from faro_bluesky.storage import Catalog; "
         f"run = Catalog.local({str(session.catalog.path)!r})[{run.uid[:8]!r}][/] "
         "(run.images(0), run.tracks(), run.labels('nuclei', 0)); "
-        f"or [cyan]faro-bluesky report {run.uid[:8]} --data {session.catalog.path}[/]"
+        f"or [cyan]faro-bluesky report {run.uid[:8]} --data {session.catalog.path}[/]",
+        soft_wrap=True,
     )

@@ -79,7 +79,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         argv.append("--gui=qt")
         lines = ", ".join(repr(line) for line in _gui_lines())
         argv.append(f"--InteractiveShellApp.exec_lines=[{lines}]")
-    console.print(BANNER.format(where=where, data=session.catalog.path))
+    console.print(BANNER.format(where=where, data=session.catalog.path), soft_wrap=True)
     try:
         start_ipython(argv=argv, user_ns=session.namespace())
     finally:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 DEFAULT_PATH = Path("faro-data")
@@ -77,18 +78,24 @@ def serve(args: argparse.Namespace, console: Console) -> int:
         key, generated = _api_key(args.api_key)
         directory = CatalogDirectory.at(args.path, args.readable)
     except ValueError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         return 2
     app = build_app(directory, api_key=key)
     url = f"http://{args.host}:{args.port}"
-    console.print(f"Serving the catalog in {directory.root}")
-    console.print(f"  URL:     {url}")
+    console.print(f"Serving the catalog in {directory.root}", soft_wrap=True)
+    console.print(f"  URL:     {url}", soft_wrap=True)
     if generated:
-        console.print(f"  API key: {key}  (generated; set --api-key or ${API_KEY_ENV} to fix it)")
+        console.print(
+            f"  API key: {key}  (generated; set --api-key or ${API_KEY_ENV} to fix it)",
+            soft_wrap=True,
+        )
     else:
-        console.print("  API key: as given")
-    console.print(f"  Python:  Catalog.from_uri({url!r}, api_key=...)")
-    console.print(f"  Cameras must write to {directory.data_dir} for the server to serve frames.")
+        console.print("  API key: as given", soft_wrap=True)
+    console.print(f"  Python:  Catalog.from_uri({url!r}, api_key=...)", soft_wrap=True)
+    console.print(
+        f"  Cameras must write to {directory.data_dir} for the server to serve frames.",
+        soft_wrap=True,
+    )
     if not _is_loopback(args.host):
         console.print(
             "[yellow]warning:[/yellow] listening beyond this machine without TLS: the API "
@@ -139,7 +146,7 @@ def runs(args: argparse.Namespace, console: Console) -> int:
     try:
         catalog = _open(args.path, args.api_key)
     except ValueError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         return 2
     n = len(catalog)
     table = Table(title=f"{n} runs in {args.path}")

@@ -161,3 +161,11 @@ def test_report_of_a_reanalysis_uses_the_source_images(closed_loop, tmp_path):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
     assert plt.imread(tmp_path / "n.png")[..., :3].std() > 0.05
+
+
+def test_cli_messages_are_not_hard_wrapped(tmp_path, capsys):
+    # A path far longer than any terminal: the message must stay one line, whole.
+    deep = tmp_path.joinpath(*(["a-rather-long-directory-name"] * 8), "none")
+    rc, out = _main(capsys, "report", "-1", "--data", str(deep))
+    line = next(line for line in out.splitlines() if "not a catalog directory" in line)
+    assert rc == 2 and str(deep) in line, out
