@@ -11,6 +11,7 @@ from ._microscope import Microscope
 from ._stage import Focus, StageAxis, XYStage
 from ._summary import SummaryFacet, SummarySource
 from ._worker import CoreWorker
+from ._zarr_store import frames_on_disk
 
 __all__ = [
     "DMD",
@@ -31,6 +32,7 @@ __all__ = [
     "SummarySource",
     "XYStage",
     "find_frame",
+    "frames_on_disk",
     "similarity",
     "warp",
 ]

@@ -42,8 +42,10 @@ def check_exposure(field: str, value: float, limits: tuple[float, float] | None)
 class Camera(StandardDetector):
     """The microscope camera as a bluesky detector.
 
-    Each trigger snaps one frame at the current exposure (``prepare`` with
-    ``number_of_events > 1`` plus kickoff/complete runs a camera sequence instead). Frames
+    Each trigger snaps one frame at the current exposure, or, after
+    ``bps.mv(camera.sequence, n)``, takes the next frame of one camera sequence of ``n``
+    frames (a burst at camera speed, one event per frame); ``prepare`` with
+    ``number_of_events > 1`` plus kickoff/complete/collect runs a sequence as a fly scan. Frames
     go to a zarr store per run, announced with ``stream_resource``/``stream_datum``
     documents, and stay in memory in `frames` for the closed-loop analyzer.
 
@@ -71,6 +73,8 @@ class Camera(StandardDetector):
         self.exposure = soft_signal_rw(
             float, units="ms", getter=self._get_exposure, setter=self._set_exposure
         )
+        self.sequence = soft_signal_rw(int, 0, getter=self._get_sequence, setter=self._arm)
+        """Frames the next triggers take from one camera sequence (a burst); 0 = snaps."""
         self.frames = FrameCache(cache_size)
         written, set_written = soft_signal_r_and_setter(int, 0)
         self._io = CameraIO(cache=self.frames, set_written=set_written)
@@ -96,6 +100,22 @@ class Camera(StandardDetector):
         limits = await self._worker.run(exposure_limits, core, self._label)
         check_exposure(f"{self.name or 'camera'}.exposure", value, limits)
         await self._worker.run(core.setExposure, value)
+
+    async def _get_sequence(self) -> int:
+        return self._acquire.feed.armed
+
+    async def _arm(self, n: int) -> None:
+        if n < 0:
+            raise ValueError(f"{self.name or 'camera'}.sequence={n} must be >= 0 frames")
+        await self._acquire.feed.arm(int(n))
+
+    async def pause(self) -> None:
+        """The RunEngine pauses: stop a running burst sequence (its frames are kept)."""
+        await self._acquire.feed.pause()
+
+    async def resume(self) -> None:
+        """The RunEngine resumes: the next trigger restarts the burst where it stopped."""
+        self._acquire.feed.resume()
 
     async def _geometry(self) -> tuple[int, int, np.dtype, float]:
         def query() -> tuple[int, int, np.dtype, float]:

@@ -26,6 +26,7 @@ from ophyd_async.core import (
 )
 
 from ._frames import Frame, FrameCache
+from ._sequence import SequenceFeed
 from ._worker import CoreWorker
 from ._zarr_store import ZarrFrameWriter
 
@@ -45,11 +46,18 @@ class CameraIO:
     uri: str = ""
 
     async def store(self, image: np.ndarray, meta: dict[str, Any]) -> None:
-        """Write ``image`` to zarr (off the event loop), cache it, count it."""
-        if self.writer is None:
+        """Queue ``image`` for zarr, keep it in memory, count it: the frame is taken.
+
+        The disk write happens on the writer's own thread; only a full write queue makes
+        this wait (off the event loop), so a frame is never dropped.
+        """
+        writer = self.writer
+        if writer is None:
             raise RuntimeError("camera was triggered before it was prepared")
-        loop = asyncio.get_running_loop()
-        index = await loop.run_in_executor(self.executor, self.writer.append, image)
+        index = writer.try_submit(image)
+        if index is None:
+            loop = asyncio.get_running_loop()
+            index = await loop.run_in_executor(self.executor, writer.submit, image)
         self.cache.add(
             Frame(
                 uri=self.uri,
@@ -99,6 +107,8 @@ class MMAcquireLogic(DetectorAcquireLogic):
         self._task: asyncio.Task | None = None
         self.failed = asyncio.Event()
         self.error: BaseException | None = None
+        self.feed = SequenceFeed(worker)
+        """The armed burst, if any: single triggers then take frames of one sequence."""
 
     def _frame_meta(self) -> dict[str, Any]:
         core = self._worker.core
@@ -136,7 +146,10 @@ class MMAcquireLogic(DetectorAcquireLogic):
 
     async def _acquire(self, n: int) -> None:
         try:
-            if n == 1:
+            if n == 1 and self.feed.armed > 0:
+                image, meta = await self.feed.next_frame()
+                await self._io.store(image, meta)
+            elif n == 1:
                 image, meta = await self._worker.run(self._snap)
                 await self._io.store(image, meta)
             else:
@@ -157,11 +170,16 @@ class MMAcquireLogic(DetectorAcquireLogic):
         if self._task is not None:
             await self._task
 
+    async def ensure_ready(self) -> None:
+        """No burst left armed from an earlier run."""
+        await self.feed.disarm()
+
     async def ensure_stopped(self) -> None:
         """Cancel a running acquisition and stop any camera sequence."""
         if self._task is not None and not self._task.done():
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        await self.feed.disarm()
         core = self._worker.core
         if await self._worker.run(core.isSequenceRunning):
             await self._worker.run(core.stopSequenceAcquisition)
@@ -224,5 +242,11 @@ class ZarrDataLogic(DetectorDataLogic):
         )
 
     async def stop(self) -> None:
-        """Forget the store: the next prepare opens a new one."""
-        self._io.writer = None
+        """Wait until every frame is on disk, then forget the store.
+
+        The next prepare opens a new one.
+        """
+        writer, self._io.writer = self._io.writer, None
+        if writer is not None:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._io.executor, writer.close)

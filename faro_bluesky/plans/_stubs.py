@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import bluesky.plan_stubs as bps
+from bluesky import Msg
 from bluesky.protocols import Readable, Triggerable
 from bluesky.utils import MsgGenerator, new_uid
 from numpy.typing import NDArray
@@ -29,6 +30,18 @@ _STATUS_POLL_S = 0.005
 
 def _pauses(clock: PauseClock | None) -> int:
     return clock.consume()[1] if clock is not None else 0
+
+
+# The stubs below yield bluesky's messages themselves instead of calling
+# ``bluesky.plan_stubs``: every stub there is wrapped by ``@plan``, which formats the
+# caller's stack each time it is called (for its "never iterated" warning). Profiled: 15 %
+# of the RunEngine thread per frame (docs/decisions/0022-hot-path.md). Same messages.
+
+
+def _mv(obj: Any, value: Any) -> MsgGenerator[None]:
+    group = new_uid()
+    yield Msg("set", obj, value, group=group)
+    yield Msg("wait", None, group=group)
 
 
 def wait_until(
@@ -51,15 +64,15 @@ def wait_until(
         remaining = target - time.time()
         if remaining <= 0:
             return -remaining
-        yield from bps.checkpoint()
-        yield from bps.sleep(min(remaining, chunk))
+        yield Msg("checkpoint")
+        yield Msg("sleep", None, min(remaining, chunk))
 
 
 def move(obj: Any, value: Any, *, clock: PauseClock | None = None) -> MsgGenerator[None]:
     """``bps.mv(obj, value)``, repeated if a pause (which stops movables) interrupted it."""
     while True:
         before = _pauses(clock)
-        yield from bps.mv(obj, value)
+        yield from _mv(obj, value)
         if _pauses(clock) == before:
             return
 
@@ -75,10 +88,10 @@ def trigger_complete(devices: Sequence[Any]) -> MsgGenerator[None]:
     statuses = []
     for obj in devices:
         if isinstance(obj, Triggerable):
-            statuses.append((yield from bps.trigger(obj, group=group)))
-    yield from bps.wait(group=group)
+            statuses.append((yield Msg("trigger", obj, group=group)))
+    yield Msg("wait", None, group=group)
     while not all(s.done for s in statuses if s is not None):
-        yield from bps.sleep(_STATUS_POLL_S)
+        yield Msg("sleep", None, _STATUS_POLL_S)
     for s in statuses:
         if s is not None and not s.success:
             raise s.exception()
@@ -86,11 +99,11 @@ def trigger_complete(devices: Sequence[Any]) -> MsgGenerator[None]:
 
 def read_event(devices: Sequence[Readable], name: str) -> MsgGenerator[dict[str, Any]]:
     """One event of stream ``name`` with the readings of ``devices``; return them."""
-    yield from bps.create(name)
+    yield Msg("create", None, name=name)
     readings: dict[str, Any] = {}
     for obj in devices:
-        readings.update((yield from bps.read(obj)))
-    yield from bps.save()
+        readings.update((yield Msg("read", obj)))
+    yield Msg("save")
     return readings
 
 
@@ -178,7 +191,7 @@ def fetch_mask(
     """
     while True:
         before = _pauses(clock)
-        yield from bps.mv(masks, (fov, t))
+        yield from _mv(masks, (fov, t))
         yield from trigger_complete([masks])
         if not (masks.interrupted and _pauses(clock) != before):
             break  # a pause ended the wait: ask again now that we run again
@@ -232,7 +245,7 @@ def stimulate(
             (yield from trigger_and_read_complete([camera, *readables], stream, clock=clock))
         )
     if dmd is not None:
-        yield from bps.mv(dmd, False)
+        yield from _mv(dmd, False)
     return out
 
 
@@ -246,6 +259,7 @@ def record_summaries(summary: SummaryFacet, *, settle: float | None = None) -> M
         yield from bps.wait_for([lambda: summary.settle(settle)])
     n = 0
     while summary.available():
-        yield from bps.trigger_and_read([summary], name="analysis")
+        yield from trigger_complete([summary])
+        yield from read_event([summary], "analysis")
         n += 1
     return n

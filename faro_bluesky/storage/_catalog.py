@@ -144,7 +144,12 @@ class Catalog:
 
     # ------------------------------------------------------------ recording
     def subscribe(
-        self, RE: Any, *, batch_size: int = 1, drain_timeout: float = 120.0
+        self,
+        RE: Any,
+        *,
+        batch_size: int = 1000,
+        max_delay: float = 0.5,
+        drain_timeout: float = 120.0,
     ) -> Subscription:
         """Record every run of ``RE`` into this catalog, plus a raw document log per run.
 
@@ -152,7 +157,9 @@ class Catalog:
         it, except at each run's stop until that run is written); the raw log is written
         and flushed per document on the RunEngine's thread.
 
-        :param batch_size: events per catalog write; 1 = readable as soon as taken.
+        :param batch_size: events per catalog write at most (1: one write per event).
+        :param max_delay: seconds an event waits at most for its batch; a live reader of
+            a running run is this far behind (plus one write).
         :param drain_timeout: the longest a stop waits for the catalog to catch up (s).
         """
         current = self._subscriptions.get(id(RE))
@@ -161,13 +168,17 @@ class Catalog:
                 "RE is already subscribed to this catalog: every run would be written twice; "
                 "call .unsubscribe() on the first subscription to re-subscribe"
             )
-        recorder = self.recorder(batch_size=batch_size, drain_timeout=drain_timeout)
+        recorder = self.recorder(
+            batch_size=batch_size, max_delay=max_delay, drain_timeout=drain_timeout
+        )
         token = RE.subscribe(recorder)
         subscription = Subscription(RE, (token,), recorder)
         self._subscriptions[id(RE)] = subscription
         return subscription
 
-    def recorder(self, *, batch_size: int = 1, drain_timeout: float = 120.0) -> Recorder:
+    def recorder(
+        self, *, batch_size: int = 1000, max_delay: float = 0.5, drain_timeout: float = 120.0
+    ) -> Recorder:
         """A ``(name, doc)`` callable that records runs into this catalog (and raw logs).
 
         `subscribe` gives one to a RunEngine; documents composed without one (e.g.
@@ -179,7 +190,7 @@ class Catalog:
         if self.directory is not None:
             readable = [Path(p) for p in self.directory.readable_storage]
         return Recorder(
-            CatalogWriter(self.client, batch_size=batch_size),
+            CatalogWriter(self.client, batch_size=batch_size, max_delay=max_delay),
             DocumentLog(self.log_dir) if self.log_dir is not None else None,
             readable,
             drain_timeout,

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..devices import frames_on_disk
 from ..devices._zarr_store import path_from_uri
 from ._doclog import DocumentLog, RunIndex
 from ._writer import CatalogWriter
@@ -40,7 +41,8 @@ class Recorder:
 
     The log line is written and flushed before the document is queued for tiled, so the
     log is never behind the catalog. At each stop it waits (up to ``drain_timeout`` s) for
-    the run to be written, then closes the run's log.
+    the run to be written, then closes the run's log. Before it records a stop it waits
+    for the camera's frames to be on disk, so a stored stop never announces queued frames.
     """
 
     writer: CatalogWriter
@@ -51,6 +53,8 @@ class Recorder:
 
     def __call__(self, name: str, doc: dict[str, Any]) -> None:
         """Record one document (called by the RunEngine)."""
+        if name == "stop" and not frames_on_disk(self.drain_timeout):
+            logger.warning("frames were still being written when the run stopped")
         received = time.time()
         uid = self._index.run_of(name, doc)
         if self.log is not None:

@@ -27,6 +27,63 @@ RECOVERED_REASON = (
 _INGEST_BATCH = 10_000  # events per catalog write when rebuilding (nobody reads it live)
 
 
+def _frames_on_disk(uri: str) -> int:
+    """How many frames the zarr array at ``uri`` holds (0 if it cannot be opened)."""
+    import zarr
+
+    from ..devices._zarr_store import path_from_uri
+
+    try:
+        return int(zarr.open_array(path_from_uri(uri), mode="r").shape[0])
+    except Exception:
+        return 0
+
+
+def _drop_unwritten(items: list[Any]) -> tuple[list[Any], int]:
+    """Leave out frames the log announces but the disk lacks; the items kept, frames lost.
+
+    The camera's trigger completes when a frame is queued for its zarr writer, so a
+    process killed mid-run can log a frame's stream datum and event while the frame was
+    still queued (docs/durability.md). Such stream datums are cut to the frames on disk
+    and their events left out, so the rebuilt run never points at pixels that do not exist.
+    """
+    on_disk: dict[str, int] = {}
+    lost: dict[str, set[int]] = {}  # descriptor uid -> seq_nums of frames not on disk
+    kept: list[Any] = []
+    n_lost = 0
+    for item in items:
+        doc = item.doc
+        if item.name == "stream_resource":
+            on_disk[doc["uid"]] = _frames_on_disk(doc.get("uri", ""))
+        elif item.name == "stream_datum":
+            have = on_disk.get(doc["stream_resource"])
+            start, stop = doc["indices"]["start"], doc["indices"]["stop"]
+            if have is not None and stop > have:
+                cut = max(start, have)
+                first_seq = doc["seq_nums"]["start"] + (cut - start)
+                lost.setdefault(doc["descriptor"], set()).update(
+                    range(first_seq, doc["seq_nums"]["stop"])
+                )
+                n_lost += stop - cut
+                if cut == start:
+                    continue
+                doc = {
+                    **doc,
+                    "indices": {"start": start, "stop": cut},
+                    "seq_nums": {"start": doc["seq_nums"]["start"], "stop": first_seq},
+                }
+                item = item._replace(doc=doc)
+        kept.append(item)
+    if not n_lost:
+        return items, 0
+    out = [
+        i
+        for i in kept
+        if not (i.name == "event" and i.doc["seq_num"] in lost.get(i.doc["descriptor"], ()))
+    ]
+    return out, n_lost
+
+
 def ingest_log(client: Any, log: Path) -> str:
     """Write the run in ``log`` into the catalog ``client``, replacing any entry; its uid."""
     from bluesky_tiled_plugins import TiledWriter
@@ -37,19 +94,21 @@ def ingest_log(client: Any, log: Path) -> str:
         raise ValueError(f"{log} does not begin with a start document: not a run's log")
     start = items[0].doc
     uid = start["uid"]
+    stopped = any(item.name == "stop" for item in items)
+    n_lost = 0
+    if not stopped:
+        items, n_lost = _drop_unwritten(items)
     if uid in client:
         client.delete_contents(uid, recursive=True, external_only=False)
     writer = TiledWriter(client, batch_size=_INGEST_BATCH)
     counts: dict[str, int] = {}
     names: dict[str, str] = {}
-    stopped = False
     for item in items:
         if item.name == "descriptor":
             names[item.doc["uid"]] = item.doc["name"]
         elif item.name == "event":
             stream = names.get(item.doc["descriptor"], "")
             counts[stream] = counts.get(stream, 0) + 1
-        stopped |= item.name == "stop"
         writer(item.name, item.doc)
     if not stopped:
         last = items[-1].received
@@ -58,7 +117,13 @@ def ingest_log(client: Any, log: Path) -> str:
             event_counters={k: n + 1 for k, n in counts.items()},  # next seq_num, as RE
             poison_pill=[],
             exit_status="fail",
-            reason=RECOVERED_REASON,
+            reason=RECOVERED_REASON
+            + (
+                f"; {n_lost} frame(s) logged but still queued for writing were not on "
+                "disk and are left out"
+                if n_lost
+                else ""
+            ),
             uid=None,
             time=last,
         )

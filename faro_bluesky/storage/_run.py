@@ -127,9 +127,11 @@ class Run:
     def frames(self) -> pd.DataFrame:
         """One row per frame: index (in the raw array), t, p, kind, c, channel, phase, time.
 
-        Read anew on every access, so it grows while the run is being written.
+        Read anew on every access, so it grows while the run is being written (in batches:
+        a running run's first events may not be in the catalog yet, then it is empty).
         """
-        events = self._stream().base["internal"].read()
+        stream = self._stream().base
+        events = stream["internal"].read() if "internal" in stream else pd.DataFrame()
         return frames_table(events)
 
     @property

@@ -1,11 +1,14 @@
-"""bluesky-tiled-plugins' `TiledWriter` on its own thread, so the RunEngine never waits on it.
+"""bluesky-tiled-plugins' `TiledWriter` on its own thread, in batches by count and by time.
 
-Measured here (2 cores, embedded SQLite + DuckDB catalog): with ``batch_size=1`` (needed
-for live reading) every frame costs the writer two requests, about 55 ms in all, so a
-writer called on the RunEngine's thread would hold up each frame by that much
-(ARCHITECTURE decision 5: callbacks never block the RunEngine). Here documents are queued
-and written in order by one thread; at a run's stop the caller waits until the run is
-written (`flush`), so ``RE(plan)`` returns with the run complete in the catalog.
+Measured here (2 cores, embedded SQLite catalog, 512² frames): with ``batch_size=1`` every
+frame costs the writer two requests, ~55 ms in all, so the writer ingested ~9 frames/s
+and a run could not end before it caught up (a 10 ms-exposure time-lapse paced at ~120 ms
+per frame). Now documents are queued (bounded) and the thread hands them to a
+`TiledWriter` whose events and stream datums are written every ``max_delay`` seconds or
+every ``batch_size`` events, whichever comes first: a live reader sees a running run at
+most ~``max_delay`` behind, and one write request carries hundreds of frames
+(docs/decisions/0023-catalog-batches.md). At a run's stop the caller waits until the run
+is written (`flush`), so ``RE(plan)`` returns with the run complete in the catalog.
 
 A writer failure never reaches the RunEngine: the rest of that run is not sent to tiled
 (a half-written run must not look complete), the error is logged and kept in `errors`,
@@ -18,6 +21,7 @@ import atexit
 import logging
 import queue
 import threading
+import time
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -25,35 +29,98 @@ logger = logging.getLogger(__name__)
 _EXIT_FLUSH_S = 30.0  # at interpreter exit, wait this long for queued documents
 
 
+def _batching_writer(client: Any, batch_size: int) -> tuple[Any, dict[str, Any]]:
+    """A TiledWriter whose per-run writers we keep (to flush them on time), and that dict.
+
+    TiledWriter batches only by count and offers no flush; its per-run writer keeps the
+    pending rows and stream datums in two caches that its own ``stop`` writes. We write
+    them the same way when a batch is due by time. This reaches into bluesky-tiled-plugins
+    2.0's run writer (pinned, and checked by tests/storage/test_writer.py), with no
+    normalizer: our documents are already the current event-model schema.
+    """
+    from bluesky_tiled_plugins import TiledWriter
+
+    runs: dict[str, Any] = {}
+
+    class _Writer(TiledWriter):
+        def _factory(self, name: str, doc: dict[str, Any]) -> Any:
+            callbacks, subfactories = super()._factory(name, doc)
+            runs[doc["uid"]] = callbacks[0]
+            return callbacks, subfactories
+
+    # max_array_size=0: every array read into events (fit residuals, masks) is written
+    # as an array node; tiled's SQLite tables can't hold list-valued columns.
+    writer = _Writer(client, normalizer=None, batch_size=batch_size, max_array_size=0)
+    return writer, runs
+
+
+def _flush_run(run_writer: Any) -> int:
+    """Write a run writer's cached events and stream datums now; how many events."""
+    n = 0
+    for stream, rows in run_writer._internal_data_cache.items():
+        if rows:
+            n += len(rows)
+            run_writer._write_internal_data(rows, desc_node=run_writer._desc_nodes[stream])
+            rows.clear()
+    cached = run_writer._external_data_cache
+    for key in list(cached):
+        run_writer._write_external_data(cached.pop(key))
+    return n
+
+
 class CatalogWriter:
-    """Writes documents to a tiled catalog from a background thread, in order.
+    """Writes documents to a tiled catalog from a background thread, in order, in batches.
 
     :param client: a writable tiled container client (embedded or remote).
-    :param batch_size: TiledWriter's batch size; 1 makes every event readable at once.
+    :param batch_size: events (and frames) per write at most; more are written at once.
+    :param max_delay: seconds a document may wait for its batch: how far behind a live
+        reader of a running run is at most (plus one write).
+    :param max_queued: documents held in memory at most; a full queue makes the
+        RunEngine wait (counted in `backpressure`), never drops a document.
     """
 
-    def __init__(self, client: Any, *, batch_size: int = 1) -> None:
-        from bluesky_tiled_plugins import TiledWriter
-
+    def __init__(
+        self,
+        client: Any,
+        *,
+        batch_size: int = 1000,
+        max_delay: float = 0.5,
+        max_queued: int = 20_000,
+    ) -> None:
         if batch_size < 1:
-            raise ValueError(f"batch_size={batch_size} must be >= 1 (1 = live reading)")
-        # max_array_size=0: every array read into events (fit residuals, masks) is written
-        # as an array node; tiled's SQLite tables can't hold list-valued columns.
-        self._writer = TiledWriter(client, batch_size=batch_size, max_array_size=0)
-        self._queue: queue.Queue[Any] = queue.Queue()
+            raise ValueError(f"batch_size={batch_size} must be >= 1")
+        if not max_delay > 0:
+            raise ValueError(f"max_delay={max_delay} must be > 0 s")
+        if max_queued < 1:
+            raise ValueError(f"max_queued={max_queued} must be >= 1")
+        self.max_delay = max_delay
+        self._writer, self._runs = _batching_writer(client, batch_size)
+        self._queue: queue.Queue[Any] = queue.Queue(max_queued)
         self._failed: set[str | None] = set()
         self.errors: dict[str | None, BaseException] = {}
         """Run uid -> the exception that stopped its catalog writing."""
+        self.backpressure = 0
+        """How many documents found the queue full (the RunEngine waited for tiled)."""
+        self.written = 0
+        """Documents handed to tiled so far."""
         self._closed = False
         self._thread = threading.Thread(target=self._work, name="faro-catalog-writer", daemon=True)
         self._thread.start()
         atexit.register(self.close, _EXIT_FLUSH_S)
 
     def put(self, name: str, doc: dict[str, Any], uid: str | None) -> None:
-        """Queue document ``doc`` of run ``uid`` for writing; returns at once."""
+        """Queue document ``doc`` of run ``uid`` for writing; returns at once unless full."""
         if self._closed:
             raise RuntimeError("catalog writer is closed: subscribe the catalog again")
-        self._queue.put((name, doc, uid))
+        try:
+            self._queue.put_nowait((name, doc, uid))
+        except queue.Full:
+            self.backpressure += 1
+            logger.warning(
+                "the catalog writer is %d documents behind: acquisition waits for tiled",
+                self._queue.maxsize,
+            )
+            self._queue.put((name, doc, uid))
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every document queued so far is written; False on timeout."""
@@ -66,29 +133,66 @@ class CatalogWriter:
         """Documents queued and not yet written (approximate)."""
         return self._queue.qsize()
 
+    def queue_stats(self) -> dict[str, tuple[int, int]]:
+        """``{"catalog": (queued documents, capacity)}`` for the run status."""
+        return {"catalog": (self.pending, self._queue.maxsize)}
+
     def _work(self) -> None:
+        due: float | None = None  # when the oldest unwritten cached document must go out
         while True:
-            item = self._queue.get()
+            timeout = None if due is None else max(0.0, due - time.monotonic())
+            try:
+                item = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                item = "flush"
             if item is None:
+                self._flush_all()
                 return
             if isinstance(item, threading.Event):
+                self._flush_all()
+                due = None
                 item.set()
                 continue
+            if item == "flush" or (due is not None and time.monotonic() >= due):
+                self._flush_all()
+                due = None
+                if item == "flush":
+                    continue
             name, doc, uid = item
             if uid in self._failed:
                 continue
             try:
                 self._writer(name, doc)
+                self.written += 1
             except Exception as exc:
-                self._failed.add(uid)
-                self.errors[uid] = exc
-                logger.exception(
-                    "writing a %r document of run %s to the catalog failed; the rest of this "
-                    "run goes to its raw document log only (rebuild it with "
-                    "catalog.recover())",
-                    name,
-                    uid,
-                )
+                self._fail(uid, name, exc)
+                continue
+            if name == "stop":
+                self._runs.pop(uid or "", None)
+            elif name in ("event", "event_page", "stream_datum") and due is None:
+                due = time.monotonic() + self.max_delay
+
+    def _flush_all(self) -> None:
+        for uid, run_writer in list(self._runs.items()):
+            if uid in self._failed:
+                continue
+            try:
+                _flush_run(run_writer)
+            except Exception as exc:
+                self._fail(uid, "event", exc)
+
+    def _fail(self, uid: str | None, name: str, exc: BaseException) -> None:
+        self._failed.add(uid)
+        self._runs.pop(uid or "", None)
+        self.errors[uid] = exc
+        logger.error(
+            "writing a %r document of run %s to the catalog failed (%s); the rest of this "
+            "run goes to its raw document log only (rebuild it with catalog.recover())",
+            name,
+            uid,
+            exc,
+            exc_info=exc,
+        )
 
     def close(self, timeout: float | None = None) -> None:
         """Write what is queued (up to ``timeout`` s), then stop the thread."""

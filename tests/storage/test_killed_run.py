@@ -67,13 +67,21 @@ def test_killed_run_is_readable_up_to_its_last_completed_visit(tmp_path):
     assert lagging <= len(frames_logged)
     assert before[uid].stop is None if uid in before else True
 
+    # Frames are queued for the disk when their trigger completes: the few still queued
+    # at the kill are logged but not on disk, and recovery leaves them out (and says so).
+    on_disk = zarr.open_array(next((path / "data").rglob("*.zarr")) / "camera", mode="r")
+    kept = frames_logged[: on_disk.shape[0]]
+    assert len(frames_logged) - len(kept) <= 64  # at most the writer's queue
+
     catalog = Catalog.local(path)  # opening rebuilds runs whose writer died
     run = catalog[uid]
     assert run.exit_status == "fail"
     assert "recovered" in run.stop["reason"]
+    if len(kept) < len(frames_logged):
+        assert "left out" in run.stop["reason"]
     frames = run.frames
-    assert list(frames[["t", "p", "kind"]].itertuples(index=False, name=None)) == frames_logged
-    assert run.stop["num_events"] == {"primary": len(frames_logged), "mask": masks_logged}
+    assert list(frames[["t", "p", "kind"]].itertuples(index=False, name=None)) == kept
+    assert run.stop["num_events"] == {"primary": len(kept), "mask": masks_logged}
 
     # every visit but possibly the last is complete (2 imaging channels, stim when due)
     visits = frames.groupby(["t", "p"], sort=False)
@@ -83,7 +91,6 @@ def test_killed_run_is_readable_up_to_its_last_completed_visit(tmp_path):
     ]
     assert all(complete[:-1]) and len(complete) >= 3
 
-    on_disk = zarr.open_array(run.store_path / "camera", mode="r")
-    assert on_disk.shape[0] >= len(frames)  # the frame is written before its event
+    assert on_disk.shape[0] == len(frames)
     np.testing.assert_array_equal(run.raw(via="tiled").compute(), on_disk[: len(frames)])
     assert Catalog.local(path).recover() == []  # rebuilt once, complete now

@@ -1,0 +1,144 @@
+"""A camera sequence that feeds one frame to each of the next N triggers (bursts).
+
+Step-by-step acquisition snaps once per trigger: exposure, read-out and the RunEngine's
+work for the frame (trigger, read, save: ~3 ms here) follow one another, so every frame
+costs more than its exposure. In a burst (consecutive frames with unchanged settings) the
+camera runs one sequence acquisition instead and each trigger takes the next frame of it:
+the RunEngine's work for frame k overlaps the exposure of frame k+1, so the burst goes at
+camera speed while every frame keeps its own event (visit tags, stage and channel
+readings), which is what the analyzer, the status and the catalog read
+(docs/decisions/0024-bursts-as-camera-sequences.md).
+
+Pause stops the sequence at once; frames the camera took before it stopped are kept in
+order and handed to the next triggers, and on resume the sequence restarts for the frames
+still missing. So no frame is taken twice or lost, and none is taken while paused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from typing import Any
+
+import numpy as np
+
+from ._worker import CoreWorker
+
+logger = logging.getLogger(__name__)
+
+_POP_WAIT_S = 0.002  # one worker call waits this long for the next frame before yielding
+
+
+class SequenceFeed:
+    """The armed burst of one camera: frames left, frames already read out, pause state."""
+
+    def __init__(self, worker: CoreWorker) -> None:
+        self._worker = worker
+        self.armed = 0
+        """Frames of the burst that triggers have not taken yet."""
+        self._to_acquire = 0  # frames the camera still has to expose
+        self._buffer: deque[tuple[np.ndarray, dict[str, Any]]] = deque()
+        self._running = False
+        self._resumed = asyncio.Event()
+        self._resumed.set()
+        self.starts = 0
+        """How many times the camera sequence was started (1 + one per pause inside)."""
+
+    # ------------------------------------------------------------------ control
+    async def arm(self, n: int) -> None:
+        """The next ``n`` triggers take frames of one camera sequence (0 disarms)."""
+        if n < 0:
+            raise ValueError(f"sequence length {n} must be >= 0")
+        await self.disarm()
+        self.armed = self._to_acquire = n
+
+    async def disarm(self) -> None:
+        """Stop the sequence; frames read out and not taken by a trigger are dropped."""
+        await self._stop_hardware()
+        if self._buffer:
+            logger.warning(
+                "camera sequence disarmed with %d frames read out and never triggered for",
+                len(self._buffer),
+            )
+        self._buffer.clear()
+        self.armed = self._to_acquire = 0
+
+    async def pause(self) -> None:
+        """Stop exposing now; keep what was read out for the triggers after resume."""
+        self._resumed.clear()
+        await self._stop_hardware()
+
+    def resume(self) -> None:
+        """Let the next trigger restart the sequence for the frames still missing."""
+        self._resumed.set()
+
+    # ------------------------------------------------------------------ frames
+    async def next_frame(self) -> tuple[np.ndarray, dict[str, Any]]:
+        """The burst's next frame, in order (starting the camera sequence if needed)."""
+        if self.armed <= 0:
+            raise RuntimeError("no camera sequence is armed")
+        while not self._buffer:
+            await self._resumed.wait()
+            if not self._running:
+                await self._start_hardware()
+            frame = await self._worker.run(self._pop, _POP_WAIT_S)
+            if frame is not None:
+                self._buffer.append(frame)
+            elif self._running and not await self._worker.run(self._still_running):
+                self._running = False
+                if self._to_acquire > 0 and self._resumed.is_set():
+                    raise RuntimeError(
+                        f"camera sequence stopped with {self._to_acquire} frames to go"
+                    )
+        self.armed -= 1
+        return self._buffer.popleft()
+
+    # --------------------------------------------------------- on the core thread
+    def _pop(self, wait: float) -> tuple[np.ndarray, dict[str, Any]] | None:
+        core = self._worker.core
+        deadline = time.perf_counter() + wait
+        while not core.getRemainingImageCount():
+            if time.perf_counter() > deadline or not core.isSequenceRunning():
+                if not core.getRemainingImageCount():
+                    return None
+                break
+            time.sleep(0.0002)
+        image = np.array(core.popNextImage(), copy=True)
+        self._to_acquire -= 1
+        group = core.getChannelGroup()
+        meta: dict[str, Any] = {"timestamp": time.time(), "exposure_ms": core.getExposure()}
+        if group:
+            meta["channel"] = core.getCurrentConfigFromCache(group)
+        return image, meta
+
+    def _still_running(self) -> bool:
+        core = self._worker.core
+        return core.isSequenceRunning() or core.getRemainingImageCount() > 0
+
+    async def _start_hardware(self) -> None:
+        n = self._to_acquire
+        if n <= 0:
+            raise RuntimeError("camera sequence has no frames left to acquire")
+        await self._worker.run(self._worker.core.startSequenceAcquisition, n, 0.0, True)
+        self._running = True
+        self.starts += 1
+
+    async def _stop_hardware(self) -> None:
+        if not self._running:
+            return
+        self._running = False
+
+        def stop_and_drain() -> list[tuple[np.ndarray, dict[str, Any]]]:
+            core = self._worker.core
+            core.stopSequenceAcquisition()
+            drained = []
+            while core.getRemainingImageCount():
+                frame = self._pop(0.0)
+                if frame is None:
+                    break
+                drained.append(frame)
+            return drained
+
+        self._buffer.extend(await self._worker.run(stop_and_drain))
