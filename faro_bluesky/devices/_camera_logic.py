@@ -120,9 +120,12 @@ class MMAcquireLogic(DetectorAcquireLogic):
 
     def _snap(self) -> tuple[np.ndarray, dict[str, Any]]:
         core = self._worker.core
+        started = time.time()
         core.snapImage()
         image = np.array(core.getImage(), copy=True)
-        return image, self._frame_meta()
+        meta = self._frame_meta()
+        meta["exposure_start"] = started
+        return image, meta
 
     async def _sequence(self, n: int) -> None:
         core = self._worker.core
