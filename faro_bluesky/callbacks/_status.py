@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,6 +85,9 @@ class StatusCallback:
         Anything with a ``queue_stats()`` method returning ``{name: depth}`` (a depth may
         also be ``(depth, capacity)`` or ``{"depth": ..., "capacity": ...}``). Polled at
         every visit and tick, never required.
+    sources : sequence of objects, optional
+        More objects with ``queue_stats()`` (the camera's zarr writer, the catalog
+        writer), shown with the analyzer's queues.
     tick_s : float or None
         While a run is open a daemon thread refreshes the time-dependent fields and emits
         `changed` this often (so "waiting" and the countdown reach listeners without
@@ -106,11 +109,13 @@ class StatusCallback:
         RE: Any = None,
         *,
         analyzer: Any = None,
+        sources: Sequence[Any] = (),
         tick_s: float | None = 0.5,
         idle_threshold_s: float = 0.5,
         max_errors: int = 50,
     ) -> None:
         self.analyzer = analyzer
+        self.sources = list(sources)
         self.tick_s = tick_s
         self.idle_threshold_s = idle_threshold_s
         self.max_errors = max_errors
@@ -335,12 +340,14 @@ class StatusCallback:
 
     # -------------------------------------------------------------------- queues
     def _poll_queues(self) -> None:
-        analyzer = self.analyzer
-        stats_fn = getattr(analyzer, "queue_stats", None)
-        if stats_fn is None:
+        fns = [getattr(s, "queue_stats", None) for s in (self.analyzer, *self.sources)]
+        fns = [fn for fn in fns if fn is not None]
+        if not fns:
             return
         try:
-            queues = tuple(parse_queue(name, value) for name, value in dict(stats_fn()).items())
+            queues = tuple(
+                parse_queue(name, value) for fn in fns for name, value in dict(fn()).items()
+            )
         except Exception:
             if not self._queue_error_logged:
                 logger.exception("StatusCallback: analyzer.queue_stats() failed (ignored)")

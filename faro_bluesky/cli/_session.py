@@ -118,7 +118,9 @@ def open_session(
         catalog.close()
         raise
     analyzer = Analyzer(segmenter=OtsuSegmenter(channel=0))
-    status = StatusCallback(RE=RE, analyzer=analyzer)
+    status = StatusCallback(
+        RE=RE, analyzer=analyzer, sources=[scope.camera, subscription.recorder.writer]
+    )
     token = RE.subscribe(status)
     display = ProgressDisplay(console, status=status) if progress else None
     set_session(microscope=scope, analyzer=analyzer)

@@ -101,6 +101,13 @@ class Camera(StandardDetector):
         check_exposure(f"{self.name or 'camera'}.exposure", value, limits)
         await self._worker.run(core.setExposure, value)
 
+    def queue_stats(self) -> dict[str, tuple[int, int]]:
+        """``{"zarr": (frames queued for disk, capacity)}`` for the run status."""
+        writer = self._io.writer
+        if writer is None:
+            return {}
+        return {"zarr": (writer.pending, writer.max_queued)}
+
     async def _get_sequence(self) -> int:
         return self._acquire.feed.armed
 

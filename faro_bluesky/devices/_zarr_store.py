@@ -100,6 +100,7 @@ class ZarrFrameWriter:
             fill_value=0,
             dimension_names=("t", "c", "y", "x"),
         )
+        self.max_queued = max_queued
         self.count = 0
         """Frames submitted (the next frame's index)."""
         self.written = 0
