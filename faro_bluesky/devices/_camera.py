@@ -16,6 +16,7 @@ from pymmcore_plus import CMMCorePlus
 
 from ._camera_logic import CameraIO, MMAcquireLogic, MMTriggerLogic, ZarrDataLogic
 from ._frames import FrameCache
+from ._timing import FrameTiming
 from ._worker import CoreWorker
 
 
@@ -76,8 +77,12 @@ class Camera(StandardDetector):
         self.sequence = soft_signal_rw(int, 0, getter=self._get_sequence, setter=self._arm)
         """Frames the next triggers take from one camera sequence (a burst); 0 = snaps."""
         self.frames = FrameCache(cache_size)
+        self.timing = FrameTiming()
+        """Start and end of the latest exposure; plans read it with every frame."""
         written, set_written = soft_signal_r_and_setter(int, 0)
-        self._io = CameraIO(cache=self.frames, set_written=set_written)
+        self._io = CameraIO(
+            cache=self.frames, set_written=set_written, set_timing=self.timing.update
+        )
         trigger = MMTriggerLogic(self.exposure)
         self._acquire = MMAcquireLogic(self._worker, trigger, self._io)
         self.add_detector_logics(

@@ -39,6 +39,7 @@ class CameraIO:
 
     cache: FrameCache
     set_written: Callable[[int], None]
+    set_timing: Callable[[float, float], None] = lambda start, end: None
     executor: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="zarr-writer")
     )
@@ -58,16 +59,19 @@ class CameraIO:
         if index is None:
             loop = asyncio.get_running_loop()
             index = await loop.run_in_executor(self.executor, writer.submit, image)
+        end, exposure_ms = meta.pop("timestamp"), meta.pop("exposure_ms")
+        meta.setdefault("exposure_start", end - exposure_ms / 1000.0)
         self.cache.add(
             Frame(
                 uri=self.uri,
                 index=index,
                 image=image,
-                timestamp=meta.pop("timestamp"),
-                exposure_ms=meta.pop("exposure_ms"),
+                timestamp=end,
+                exposure_ms=exposure_ms,
                 metadata=meta,
             )
         )
+        self.set_timing(meta["exposure_start"], end)
         self.set_written(index + 1)
 
 

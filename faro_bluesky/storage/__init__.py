@@ -18,6 +18,7 @@ from ._replay import databroker_run, replay, timed_documents
 from ._report import write_report
 from ._run import Run
 from ._store import TRACK_COLUMNS, RunStore
+from ._timing import RunTiming, events_table, run_timing
 from ._writer import CatalogWriter
 
 __all__ = [
@@ -30,12 +31,15 @@ __all__ = [
     "Recorder",
     "Run",
     "RunStore",
+    "RunTiming",
     "Subscription",
     "databroker_run",
+    "events_table",
     "live_order",
     "read_document_log",
     "reanalyze",
     "replay",
+    "run_timing",
     "timed_documents",
     "write_report",
     "writer_alive",

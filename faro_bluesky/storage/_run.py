@@ -22,6 +22,7 @@ from ._doclog import read_document_log
 from ._documents import live_order
 from ._frames import assemble, frame_grid, frames_table
 from ._store import RunStore
+from ._timing import RunTiming, run_timing
 
 logger = logging.getLogger(__name__)
 
@@ -130,9 +131,22 @@ class Run:
         Read anew on every access, so it grows while the run is being written (in batches:
         a running run's first events may not be in the catalog yet, then it is empty).
         """
-        stream = self._stream().base
-        events = stream["internal"].read() if "internal" in stream else pd.DataFrame()
-        return frames_table(events)
+        self._stream()
+        return frames_table(self._events(self.stream))
+
+    def timing(self) -> RunTiming:
+        """Schedule lag per visit and closed-loop latency per stimulation (ms).
+
+        From the documents alone (exposure times, DMD and mask timestamps recorded in the
+        events); ``run.timing().summary()`` gives p50/p95/p99/max.
+        """
+        return run_timing(self._events(self.stream), self._events("mask"))
+
+    def _events(self, stream: str) -> pd.DataFrame:
+        if stream not in self.tiled:
+            return pd.DataFrame()
+        node = self.tiled[stream].base
+        return node["internal"].read() if "internal" in node else pd.DataFrame()
 
     @property
     def store_path(self) -> Path | None:

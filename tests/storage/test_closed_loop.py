@@ -85,3 +85,37 @@ def test_replaying_the_stored_run_into_a_fresh_analyzer_gives_the_live_tracks(
     fresh.close()
     assert not fresh.errors
     pd.testing.assert_frame_equal(_comparable(read_tracks(tmp_path / "out")), _comparable(live))
+
+
+def test_lag_and_latency_come_from_the_documents_alone(closed_loop):
+    import numpy as np
+
+    from faro_bluesky.storage import events_table, run_timing
+
+    catalog, _ = closed_loop
+    run = catalog[-1]
+    timing = run.timing()
+    lag = timing.lag
+    assert len(lag) == 8  # 4 timepoints x 2 FOVs
+    assert (lag["lag_ms"] >= 0).all()  # no exposure starts before its visit is due
+    lat = timing.latency
+    assert list(zip(lat["t"], lat["p"], strict=True)) == [(1, 0), (1, 1), (2, 0), (2, 1)]
+    assert (lat["source_t"] == lat["t"]).all()  # current mode: this frame's own mask
+    chain = ["exposure_end", "mask_ready", "dmd_shown", "stim_start"]
+    for before, after in zip(chain, chain[1:], strict=False):
+        assert (lat[after] >= lat[before]).all(), (before, after)
+    stages = lat[["pixels_to_mask", "mask_to_dmd", "dmd_to_stim"]].sum(axis=1)
+    np.testing.assert_allclose(stages, lat["total"])
+    summary = timing.summary()
+    assert summary.loc["total", "n"] == 4 and summary.loc["lag", "n"] == 8
+
+    # the raw log's documents (a replay) give the same tables as the catalog
+    docs = list(run.documents(source="log"))
+    names = {d["uid"]: d["name"] for n, d in docs if n == "descriptor"}
+    events = {
+        s: [d for n, d in docs if n == "event" and names[d["descriptor"]] == s]
+        for s in ("primary", "mask")
+    }
+    again = run_timing(events_table(events["primary"]), events_table(events["mask"]))
+    pd.testing.assert_frame_equal(again.latency, lat, check_dtype=False)
+    pd.testing.assert_frame_equal(again.lag, lag, check_dtype=False)
