@@ -4,6 +4,8 @@ log, and from tiled's documents) gives the live tracks."""
 
 from __future__ import annotations
 
+import itertools
+
 import pandas as pd
 import pytest
 import yaozarrs
@@ -102,7 +104,7 @@ def test_lag_and_latency_come_from_the_documents_alone(closed_loop):
     assert list(zip(lat["t"], lat["p"], strict=True)) == [(1, 0), (1, 1), (2, 0), (2, 1)]
     assert (lat["source_t"] == lat["t"]).all()  # current mode: this frame's own mask
     chain = ["exposure_end", "mask_ready", "dmd_shown", "stim_start"]
-    for before, after in zip(chain, chain[1:], strict=False):
+    for before, after in itertools.pairwise(chain):
         assert (lat[after] >= lat[before]).all(), (before, after)
     stages = lat[["pixels_to_mask", "mask_to_dmd", "dmd_to_stim"]].sum(axis=1)
     np.testing.assert_allclose(stages, lat["total"])
