@@ -12,11 +12,13 @@ Elements run one after the other on one clock; there is deliberately no ``+`` op
 
 from __future__ import annotations
 
+import itertools
 import json
 import numbers
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence, Sized
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Self
 
+import numpy as np
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -29,6 +31,7 @@ from pydantic import (
 )
 
 from ._errors import ExperimentError
+from ._limits import MAX_SECONDS, MAX_VISITS
 
 if TYPE_CHECKING:
     import useq
@@ -57,11 +60,15 @@ class FaroModel(BaseModel):
     """Frozen, strict base of every experiment model.
 
     Frozen so that a phase can't change under a running plan; ``extra="forbid"`` so that a
-    misspelt field is an error instead of being silently ignored. Edit with `replace`.
-    Subclasses list in ``_positional`` the fields that may be given positionally.
+    misspelt field is an error instead of being silently ignored; ``allow_inf_nan=False``
+    because an infinite interval or a NaN exposure is never meant (it made every later
+    visit unreachable). Edit with `replace`. Subclasses list in ``_positional`` the fields
+    that may be given positionally.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", use_attribute_docstrings=True, allow_inf_nan=False
+    )
     _positional: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, /, *args: Any, **data: Any) -> None:
@@ -90,6 +97,21 @@ class FaroModel(BaseModel):
                 yield name, value
 
 
+def _a_number(value: Any, info: ValidationInfo) -> Any:
+    """Refuse a bool or a string where a number is meant (pydantic would coerce both).
+
+    ``interval=True`` or ``n_frames="10"`` is a slip, not a number: coercing it would run an
+    experiment nobody wrote. Sequences (a per-frame ``stim_exposure``) are checked item by
+    item.
+    """
+    many = isinstance(value, Iterable) and not isinstance(value, str | bytes | dict)
+    items = tuple(value) if many else (value,)  # a generator is read once, here
+    for item in items:
+        if isinstance(item, bool | np.bool_ | str | bytes):
+            raise ValueError(f"{info.field_name}={value!r} is not a number: give a number")
+    return items if many else value
+
+
 class Channel(FaroModel):
     """One light path: a config-group preset, its exposure and optionally a light power.
 
@@ -108,6 +130,8 @@ class Channel(FaroModel):
     """Light-source power in device units; None leaves the hardware as it is."""
     group: str | None = None
     """Config group holding ``config``; None means the microscope's channel group."""
+
+    _numbers = field_validator("exposure", "power", mode="before")(_a_number)
 
 
 def _check_channels(value: Any, info: ValidationInfo) -> Any:
@@ -139,11 +163,23 @@ def _frame_spec(value: Any, info: ValidationInfo) -> Any:
             f"{info.field_name} must be a frame index, a set/list/tuple of them or a range; "
             f"got {value!r}"
         )
+    # Bounded before iterating: range(10**12) or an endless generator must not hang here.
+    limit = 2 * MAX_VISITS  # frames lie in -n..n-1 and n_frames <= MAX_VISITS
+    if isinstance(items, Sized) and len(items) > limit:
+        raise ValueError(
+            f"{info.field_name} holds {len(items):,} frame indices, more than any phase "
+            f"can have (n_frames <= {MAX_VISITS:,}): give the frames of this phase only"
+        )
     out = []
-    for k in items:
+    for k in itertools.islice(items, limit + 1):
         if isinstance(k, bool) or not isinstance(k, numbers.Integral):
             raise ValueError(f"{info.field_name} holds {k!r}, which is not an integer frame index")
         out.append(int(k))
+    if len(out) > limit:
+        raise ValueError(
+            f"{info.field_name} holds more than {limit:,} frame indices: give the frames of "
+            "this phase only"
+        )
     return out
 
 
@@ -191,6 +227,27 @@ class Phase(FaroModel):
         "channels", "stim_channels", "ref_channels", mode="before"
     )(_check_channels)
     _normalise_frames = field_validator("stim_frames", "ref_frames", mode="before")(_frame_spec)
+    _numbers = field_validator("interval", "n_frames", "stim_exposure", mode="before")(_a_number)
+
+    @field_validator("n_frames", mode="after")
+    @classmethod
+    def _frames_bounded(cls, n: int) -> int:
+        if n > MAX_VISITS:
+            raise ValueError(
+                f"n_frames={n:,} is more than the {MAX_VISITS:,} visits one experiment may "
+                "schedule (docs/reliability.md): split the experiment into several runs"
+            )
+        return n
+
+    @field_validator("interval", mode="after")
+    @classmethod
+    def _interval_bounded(cls, interval: float) -> float:
+        if interval > MAX_SECONDS:
+            raise ValueError(
+                f"interval={interval:g} s is longer than a year ({MAX_SECONDS:g} s): "
+                "give the interval in seconds"
+            )
+        return interval
 
     @field_validator("stim_frames", "ref_frames", mode="after")
     @classmethod
@@ -217,10 +274,11 @@ class Phase(FaroModel):
     @classmethod
     def _json_metadata(cls, value: dict[str, Any]) -> dict[str, Any]:
         try:
-            json.dumps(value)
+            json.dumps(value, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise ValueError(
-                f"metadata must be JSON-serialisable (it goes into the run documents): {exc}"
+                f"metadata must be JSON-serialisable, without NaN or inf (it goes into the "
+                f"run documents): {exc}"
             ) from None
         return value
 
@@ -229,9 +287,23 @@ class Phase(FaroModel):
     def _fov_set(cls, value: Any) -> Any:
         if isinstance(value, numbers.Integral) and not isinstance(value, bool):
             return (int(value),)
-        if isinstance(value, set | frozenset | range):
-            return tuple(sorted(value))
-        return value
+        if isinstance(value, str | bytes | dict) or not isinstance(value, Iterable):
+            return value  # None, or refused by the type check with its own message
+        if isinstance(value, Sized) and len(value) > MAX_VISITS:
+            raise ValueError(
+                f"fovs holds {len(value):,} indices, more than the {MAX_VISITS:,} visits one "
+                "experiment may schedule: give the indices of the FOVs this phase images"
+            )
+        items = list(itertools.islice(value, MAX_VISITS + 1))
+        if len(items) > MAX_VISITS:
+            raise ValueError(f"fovs holds more than {MAX_VISITS:,} indices: give fewer")
+        for i in items:
+            if isinstance(i, bool) or not isinstance(i, numbers.Integral):
+                raise ValueError(
+                    f"fovs holds {i!r}, which is not an index into the plan's FOV list: "
+                    "give integers, e.g. fovs=[0, 2]"
+                )
+        return tuple(sorted(int(i) for i in items))
 
     @field_validator("fovs", mode="after")
     @classmethod
@@ -360,7 +432,23 @@ class Wait(FaroModel):
     _positional = ("seconds",)
 
     seconds: float = Field(gt=0)
-    """Seconds to wait after the previous element's last visit (or the start)."""
+    """Seconds of real rest after the previous element's last visit (or the start).
+
+    Real: if the run is late when the wait begins, the wait still lasts ``seconds`` and
+    every later visit moves by the lateness (docs/decisions/0035-input-bounds-and-real-waits.md).
+    """
+
+    _numbers = field_validator("seconds", mode="before")(_a_number)
+
+    @field_validator("seconds", mode="after")
+    @classmethod
+    def _bounded(cls, seconds: float) -> float:
+        if seconds > MAX_SECONDS:
+            raise ValueError(
+                f"seconds={seconds:g} is longer than a year ({MAX_SECONDS:g} s): give the wait "
+                "in seconds"
+            )
+        return seconds
 
     def __add__(self, other: object) -> Any:
         raise TypeError(_NO_ADD)
@@ -369,7 +457,11 @@ class Wait(FaroModel):
 
 
 def wait(seconds: float) -> Wait:
-    """Make a `Wait` of ``seconds``: a gap between two phases of an experiment list."""
+    """Make a `Wait` of ``seconds``: real rest between two phases of an experiment list.
+
+    At least ``seconds`` pass between the last visit before it and the first after it,
+    even if the run is late when the wait begins (later visits then move).
+    """
     return Wait(seconds)
 
 

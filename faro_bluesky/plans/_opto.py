@@ -9,7 +9,6 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
 from bluesky import Msg
 from bluesky.protocols import Readable
@@ -17,9 +16,10 @@ from bluesky.utils import MsgGenerator
 from ophyd_async.plan_stubs import ensure_connected
 
 from ..devices import FixedMask, MaskFacet, Microscope, SummaryFacet
+from ._arguments import check_arguments
 from ._errors import ExperimentError
 from ._model import Parallel, Phase, Wait, experiment_to_json
-from ._schedule import Schedule, Visit, schedule
+from ._schedule import Schedule, Visit, schedule, schedule_problems
 from ._session import session_analyzer, session_microscope
 from ._stubs import (
     acquire,
@@ -85,7 +85,11 @@ def visit(
     if applied.get("xy") != v.xy:
         yield from move(scope.stage, v.xy, clock=clock)
         applied["xy"] = v.xy
-    readables = [scope.stage, scope.channel] + ([tag] if tag is not None else [])
+    # every frame's event says when it was exposed and what the DMD showed meanwhile (the
+    # timestamp of its reading: when the pattern went up): latency from documents alone
+    readables = [scope.stage, scope.channel, scope.camera.timing]
+    readables += [scope.dmd] if scope.dmd is not None else []
+    readables += [tag] if tag is not None else []
     common = {"readables": readables, "tag": tag, "clock": clock, "applied": applied}
 
     def _stim(source_t: int) -> MsgGenerator[None]:
@@ -133,16 +137,28 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
         mask_timeout: float,
         settle_timeout: float = 60.0,
     ) -> None:
-        self.fovs = [tuple(float(v) for v in xy) for xy in fovs]
+        # Every argument is checked (type, finiteness, range) before anything is built;
+        # refused ones become placeholders so that _check still lists every problem.
+        args = check_arguments(
+            fovs,
+            phases,
+            analyzer=analyzer,
+            per_visit=per_visit,
+            md=md,
+            time_per_fov=time_per_fov,
+            stim_mask=stim_mask,
+            mask_timeout=mask_timeout,
+        )
+        self.fovs: list[tuple[float, float]] = args.fovs  # type: ignore[assignment]
         self.microscope = microscope
-        self.analyzer = analyzer
+        self.analyzer = args.analyzer
         self.stim_mode = stim_mode
         self.on_resume = on_resume
-        self.per_visit = list(per_visit)
-        self.md = dict(md or {})
-        self.time_per_fov = time_per_fov
-        self.stim_mask = stim_mask
-        self.mask_timeout = mask_timeout
+        self.per_visit = args.per_visit
+        self.md = args.md
+        self.time_per_fov = args.time_per_fov
+        self.stim_mask = args.stim_mask
+        self.mask_timeout = args.mask_timeout
         self.settle_timeout = settle_timeout
         self._lock = threading.Lock()
         self._elements: list[Element] = []
@@ -150,8 +166,8 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
         self._schedule: Schedule | None = None
         self.visits_done = 0
         self._gen: MsgGenerator[str] | None = None
-        self._check(list(phases))
-        self._elements = list(phases)
+        self._check(args.phases, args.problems)
+        self._elements = list(args.phases or ())
         self._schedule = self._build_schedule()
         self.warnings = timing_warnings(
             len(self.fovs), self._elements, time_per_fov=time_per_fov, stim_mode=stim_mode
@@ -161,8 +177,14 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
             logger.warning("optogenetic_plan: %s", warning)
 
     # ----------------------------------------------------------------- editing
-    def _check(self, elements: list[Element]) -> None:
-        problems = validate_experiment(
+    def _check(self, elements: list[Element] | None, refused: Sequence[str] = ()) -> None:
+        """Raise one `ExperimentError` with ``refused`` and every problem of ``elements``.
+
+        The schedule is checked by arithmetic (`schedule_problems`), not built: a huge
+        or endless description is refused at once. ``elements=None``: already refused.
+        """
+        problems = list(refused)
+        problems += validate_experiment(
             self.microscope,
             self.fovs,
             elements,
@@ -172,12 +194,10 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
             on_resume=self.on_resume,
             per_visit=self.per_visit,
         )
-        resolved = self._resolved(elements)
-        if resolved and not problems:
-            try:
-                schedule(self.fovs, resolved, time_per_fov=self.time_per_fov)
-            except ExperimentError as exc:
-                problems += exc.problems
+        resolved = self._resolved(elements or [])
+        if resolved and self.fovs:  # no FOVs: refused by check_arguments
+            fovs = [(0.0, 0.0) if xy is None else xy for xy in self.fovs]  # refused already
+            problems += schedule_problems(fovs, resolved, time_per_fov=self.time_per_fov)
         ExperimentError.raise_if(problems)
 
     @staticmethod
@@ -332,11 +352,18 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
             t0 = time.time()
             applied: dict[str, Any] = {}
             last_t: dict[int, int] = {}
+            late = 0.0  # s later visits move because a wait began late (waits are real)
+            ended: list[float] = []  # real end of visit i (visits run in index order)
             while (v := self._next_visit(ctx)) is not None:
-                yield from bps.checkpoint()
+                yield Msg("checkpoint")
 
-                def deadline(v: Visit = v) -> float:
-                    return t0 + v.time + (clock.consume()[0] if shift else 0.0)
+                paused = clock.consume()[0] if shift else 0.0
+                if v.rests:  # wait(s) before v: s real seconds after the visit before it
+                    due = max((ended[j] + s for j, s in v.rests if j < len(ended)), default=t0)
+                    late += max(0.0, due - (t0 + v.time + late + paused))
+
+                def deadline(v: Visit = v, late: float = late) -> float:
+                    return t0 + v.time + late + (clock.consume()[0] if shift else 0.0)
 
                 yield from wait_until(deadline)
                 tag.update(v, scheduled=deadline())
@@ -351,6 +378,7 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
                     clock=clock,
                     applied=applied,
                 )
+                ended.append(time.time())
                 last_t[v.p] = v.t
                 self.visits_done += 1
                 ctx.visits_done = self.visits_done

@@ -8,18 +8,22 @@ before a device moves; the plan only walks the visits. It replaces faro's
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import math
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, overload
 
+import numpy as np
+
 from ._batching import fov_time_offsets
 from ._errors import ExperimentError
+from ._limits import MAX_SECONDS, MAX_VISITS, number_problem, position_problem
 from ._model import Channel, Parallel, Phase, Wait
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["Schedule", "Visit", "schedule"]
+__all__ = ["Schedule", "Visit", "schedule", "schedule_problems"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +54,11 @@ class Visit:
     """Reference channels acquired after imaging; empty unless a ref frame."""
     metadata: dict[str, Any] = field(default_factory=dict)
     """The phase metadata plus ``phase_name`` and ``phase_index``."""
+    rests: tuple[tuple[int, float], ...] = ()
+    """Waits this visit must honour in real time: ``(index, seconds)`` pairs, each saying
+    "start at least ``seconds`` after visit ``index`` ended". Set on the first visit after
+    a wait (``index``: the last visit before it), so that a late run still rests as long
+    as the experiment says (docs/decisions/0035-input-bounds-and-real-waits.md)."""
 
     @property
     def stim(self) -> bool:
@@ -62,13 +71,15 @@ class Visit:
         return bool(self.ref_channels)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Draft:
     time: float
     p: int
     frame: int
     t: int
     phase_index: int
+    rests: dict[_Draft, float] = field(default_factory=dict)
+    """Real rests owed before this visit: earlier draft -> seconds after it ended."""
 
 
 @dataclass(slots=True)
@@ -79,6 +90,12 @@ class _Clock:
     """The last element was a phase, so the next phase starts one of its intervals later."""
     t: int
     """The next free t index."""
+    last: _Draft | None = None
+    """The last visit so far, in run order (what a following wait is measured from)."""
+    owed: dict[_Draft, float] = field(default_factory=dict)
+    """Waits since the last phase: earlier draft -> seconds of real rest after it ended."""
+    dry: bool = False
+    """Only move the cursor (no drafts): how `schedule_problems` finds the end cheaply."""
 
 
 class Schedule(Sequence[Visit]):
@@ -232,22 +249,39 @@ class Schedule(Sequence[Visit]):
         )
 
 
+def _is_list(value: Any) -> bool:
+    """An ordered collection of items (not a string, a mapping or a single model)."""
+    if isinstance(value, np.ndarray):
+        return value.ndim >= 1
+    return isinstance(value, Sequence) and not isinstance(value, str | bytes | Mapping)
+
+
 def _problems(
-    fovs: Sequence[Any], phases: Sequence[Any], time_per_fov: float | None
+    fovs: Sequence[Any], phases: Sequence[Any], time_per_fov: float | None, start: float = 0.0
 ) -> tuple[list[str], list[tuple[float, float]]]:
     problems: list[str] = []
     positions: list[tuple[float, float]] = []
-    if len(fovs) == 0:
+    if not _is_list(fovs):
+        problems.append(f"fovs={fovs!r} is not a list of (x, y) stage positions: write [(x, y)]")
+        fovs = []
+    elif len(fovs) == 0:
         problems.append("fovs is empty: give at least one (x, y) stage position")
     for i, xy in enumerate(fovs):
-        try:
-            x, y = (float(v) for v in xy)
-        except (TypeError, ValueError):
-            problems.append(f"fovs[{i}]={xy!r} is not an (x, y) pair of numbers")
+        if (problem := position_problem(f"fovs[{i}]", xy)) is not None:
+            problems.append(problem)
             continue
-        positions.append((x, y))
-    if time_per_fov is not None and not time_per_fov > 0:
-        problems.append(f"time_per_fov={time_per_fov!r} must be > 0 s (or None: no batching)")
+        positions.append((float(xy[0]), float(xy[1])))
+    tpf = number_problem("time_per_fov", time_per_fov, gt=0, le=MAX_SECONDS, optional=True)
+    if tpf is not None:
+        problems.append(tpf)
+    if (problem := number_problem("start", start, ge=-MAX_SECONDS, le=MAX_SECONDS)) is not None:
+        problems.append(problem)
+    if not _is_list(phases):
+        problems.append(
+            f"phases={phases!r} is not a list: write [Phase(...), wait(s), ...] (a list is "
+            "the order of the experiment)"
+        )
+        return problems, positions
 
     def check_fovs(phase: Phase, where: str) -> None:
         bad = [i for i in phase.fovs or () if i >= len(fovs)]
@@ -295,6 +329,24 @@ def _phase_drafts(
     return drafts
 
 
+def _phase_end(phase: Phase, start: float, n_fovs: int, time_per_fov: float | None) -> float:
+    """The time of the last visit `_phase_drafts` would make, without making any."""
+    m = len(phase.fovs) if phase.fovs is not None else n_fovs
+    n, dt = phase.n_frames, phase.interval
+    if phase.axis_order == "pt":
+        return start + ((m - 1) * n + n - 1) * dt
+    return start + (n - 1) * dt + max(fov_time_offsets(m, n, dt, time_per_fov))
+
+
+def _n_visits(phases: Sequence[Any], n_fovs: int) -> int:
+    """Visits the experiment would schedule, by arithmetic (nothing is built)."""
+    total = 0
+    for el in phases:
+        for p in [el] if isinstance(el, Phase) else el.phases() if isinstance(el, Parallel) else []:
+            total += p.n_frames * (len(p.fovs) if p.fovs is not None else n_fovs)
+    return total
+
+
 def _run(
     elements: Sequence[Phase | Wait | Parallel],
     clock: _Clock,
@@ -308,12 +360,21 @@ def _run(
         if isinstance(el, Wait):
             clock.cursor += el.seconds
             clock.gap = False
+            if clock.last is not None:  # a wait is measured from the last visit before it
+                clock.owed.setdefault(clock.last, 0.0)
+            clock.owed = {d: s + el.seconds for d, s in clock.owed.items()}
         elif isinstance(el, Phase):
             start = clock.cursor + (el.interval if clock.gap else 0.0)
-            drafts = _phase_drafts(el, len(flat), start, clock.t, n_fovs, time_per_fov)
+            if clock.dry:
+                clock.cursor = _phase_end(el, start, n_fovs, time_per_fov)
+            else:
+                drafts = _phase_drafts(el, len(flat), start, clock.t, n_fovs, time_per_fov)
+                out += drafts
+                clock.cursor = max(d.time for d in drafts)
+                drafts[0].rests = clock.owed  # the first visit of the phase (earliest time)
+                clock.last = drafts[-1]
+            clock.owed = {}
             flat.append(el)
-            out += drafts
-            clock.cursor = max(d.time for d in drafts)
             clock.gap = True
             clock.t += el.n_frames
         else:
@@ -321,7 +382,10 @@ def _run(
             # first phase later (so no branch starts before its own interval has passed).
             firsts = [b[0].interval for b in el.branches if b and isinstance(b[0], Phase)]
             start = clock.cursor + (max(firsts, default=0.0) if clock.gap else 0.0)
-            subs = [_Clock(start, False, clock.t) for _ in el.branches]
+            subs = [
+                _Clock(start, False, clock.t, clock.last, dict(clock.owed), clock.dry)
+                for _ in el.branches
+            ]
             merged: list[_Draft] = []
             for branch, sub in zip(el.branches, subs, strict=True):
                 merged += _run(branch, sub, flat, n_fovs, time_per_fov)
@@ -330,7 +394,47 @@ def _run(
             clock.cursor = max(s.cursor for s in subs)
             clock.gap = any(s.gap for s in subs if s.cursor == clock.cursor)
             clock.t = max(s.t for s in subs)
+            clock.last = merged[-1] if merged else clock.last
+            # A branch ending with a wait still owes that rest to whatever comes next.
+            clock.owed = {}
+            for sub in subs:
+                for d, seconds in sub.owed.items():
+                    clock.owed[d] = max(seconds, clock.owed.get(d, 0.0))
     return out
+
+
+def schedule_problems(
+    fovs: Sequence[tuple[float, float]],
+    phases: Sequence[Phase | Wait | Parallel],
+    *,
+    time_per_fov: float | None = None,
+    start: float = 0.0,
+) -> list[str]:
+    """Every reason `schedule` would refuse ``phases`` on ``fovs``, without building it.
+
+    The size is computed arithmetically and the end by moving a clock through the
+    elements (no visits are made), so a description of 10**12 visits is refused in
+    microseconds rather than built until memory runs out.
+    """
+    problems, positions = _problems(fovs, phases, time_per_fov, start)
+    if problems:
+        return problems
+    n = _n_visits(phases, len(positions))
+    if n > MAX_VISITS:
+        return [
+            f"the experiment has {n:,} visits (n_frames x fovs, over all phases), more than "
+            f"the {MAX_VISITS:,} one run may schedule (docs/reliability.md): use fewer frames "
+            "or FOVs, or split it into several runs"
+        ]
+    clock = _Clock(float(start), False, 0, dry=True)
+    _run(phases, clock, [], len(positions), time_per_fov)
+    if not (math.isfinite(clock.cursor) and clock.cursor - start <= MAX_SECONDS):
+        return [
+            f"the experiment lasts {clock.cursor - start:g} s, more than a year "
+            f"({MAX_SECONDS:g} s): check that interval, wait seconds and time_per_fov are "
+            "in seconds"
+        ]
+    return []
 
 
 def schedule(
@@ -361,8 +465,11 @@ def schedule(
     Raises
     ------
     ExperimentError
-        Listing every problem at once: no FOVs, a phase ``fovs`` index out of range,
-        broken `parallel` rules, no Phase at all, ``time_per_fov <= 0``.
+        Listing every problem at once: no FOVs or a FOV that is not two finite numbers, a
+        phase ``fovs`` index out of range, broken `parallel` rules, no Phase at all,
+        ``time_per_fov`` not a finite number in (0, one year], more than `MAX_VISITS`
+        visits or a schedule longer than a year (both found without building it, see
+        `schedule_problems`).
 
     Notes
     -----
@@ -378,7 +485,9 @@ def schedule(
        *its own* intervals after the previous last visit (an interval-0 phase therefore
        starts with the previous last frame). A wait ends ``seconds`` after the previous
        element's end, and the element after a wait starts exactly then: no interval is
-       added across a wait.
+       added across a wait. The times are the plan as written; the first visit after a
+       wait also carries ``rests`` so that a late run still rests ``seconds`` in real time
+       (the plan then moves it and every later visit).
     3. **Parallel** branches start together (after a phase: one interval of the slowest
        branch's first phase later) and are scheduled independently, each numbering t from
        the current offset; their visits are merged by ``(time, p)``. The next element
@@ -393,10 +502,13 @@ def schedule(
        (and to all FOVs of an interval-0 phase). t indices are not shifted.
 
     """
-    problems, positions = _problems(fovs, phases, time_per_fov)
+    problems = schedule_problems(fovs, phases, time_per_fov=time_per_fov, start=start)
     ExperimentError.raise_if(problems)
+    positions = [(float(x), float(y)) for x, y in fovs]
     flat: list[Phase] = []
     drafts = _run(phases, _Clock(float(start), False, 0), flat, len(positions), time_per_fov)
+    owed_to = {j for d in drafts for j in d.rests}  # visits a wait is measured from
+    index = {d: i for i, d in enumerate(drafts) if d in owed_to}
     bases = [{**p.metadata, "phase_name": p.name, "phase_index": k} for k, p in enumerate(flat)]
     stims = [[p.stim_channels_at(f) for f in range(p.n_frames)] for p in flat]
     refs = [frozenset(p.ref_frames) for p in flat]
@@ -417,6 +529,7 @@ def schedule(
                 stim_channels=stims[d.phase_index][d.frame],
                 ref_channels=phase.ref_channels if d.frame in refs[d.phase_index] else (),
                 metadata=dict(bases[d.phase_index]),
+                rests=tuple((index[j], s) for j, s in d.rests.items() if s > 0),
             )
         )
     return Schedule(visits, fovs=positions, phases=flat, start=start)

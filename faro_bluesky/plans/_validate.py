@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from bluesky.protocols import Readable
 
+from ..devices import Microscope
 from ._model import Parallel, Phase, Wait
 
 STIM_MODES = ("current", "previous")
@@ -71,8 +72,8 @@ def _analyzer_problems(analyzer: Any, phases: Sequence[Phase]) -> list[str]:
 
 def validate_experiment(
     microscope: Any,
-    fovs: Sequence[Sequence[float]],
-    elements: Sequence[Any],
+    fovs: Sequence[Sequence[float] | None],
+    elements: Sequence[Any] | None,
     *,
     analyzer: Any = None,
     stim_mask: Any = None,
@@ -83,6 +84,8 @@ def validate_experiment(
     """Every problem that would stop ``elements`` from running on ``microscope``.
 
     Pure checks against cached device limits: nothing is moved, nothing is emitted.
+    A ``None`` FOV, or ``elements=None``, was already refused by the argument checks
+    (`check_arguments`) and is skipped here.
     """
     problems: list[str] = []
     if microscope is None:
@@ -90,11 +93,18 @@ def validate_experiment(
             "no microscope: pass microscope=... or set the session default with "
             "faro_bluesky.plans.set_session(microscope=scope)"
         ]
-    if stim_mode not in STIM_MODES:
+    if not isinstance(microscope, Microscope):
+        return [
+            f"microscope={microscope!r} is not a Microscope: build one with "
+            "faro_bluesky.sim.sim_microscope() or Microscope.from_core(core)"
+        ]
+    if not (isinstance(stim_mode, str) and stim_mode in STIM_MODES):
         problems.append(f"stim_mode={stim_mode!r} is not one of {STIM_MODES}")
-    if on_resume not in RESUME_MODES:
+    if not (isinstance(on_resume, str) and on_resume in RESUME_MODES):
         problems.append(f"on_resume={on_resume!r} is not one of {RESUME_MODES}")
     for i, xy in enumerate(fovs):
+        if xy is None:
+            continue
         try:
             microscope.stage.check_value(xy)
         except (ValueError, TypeError) as exc:
@@ -102,13 +112,14 @@ def validate_experiment(
     for i, obj in enumerate(per_visit):
         if not isinstance(obj, Readable):
             problems.append(f"per_visit[{i}]={obj!r} is not a bluesky Readable (no read())")
-    for i, el in enumerate(elements):
+    for i, el in enumerate(elements or ()):
         if not (isinstance(el, Phase | Wait | Parallel) or callable(el)):
             problems.append(
                 f"phases[{i}]={el!r} is not a Phase, wait(), parallel() or a decision callable"
             )
-    if not elements:
+    if elements is not None and not elements:
         problems.append("phases is empty: give at least one Phase(...)")
+    elements = elements or []
     if getattr(analyzer, "closed", False):
         problems.append("the analyzer is closed (analyzer.close() was called): make a new one")
     phases = list(iter_phases(elements))
