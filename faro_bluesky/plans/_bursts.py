@@ -19,12 +19,14 @@ MAX_BURST_FRAMES = 1_000_000  # one sequence at most; a longer burst is re-armed
 
 
 def _burstable(v: Visit) -> bool:
-    return len(v.channels) == 1 and not v.stim and not v.ref and not v.rests
+    # a rest (wait) before the first visit is kept before the sequence starts
+    return len(v.channels) == 1 and not v.stim and not v.ref
 
 
 def _continues(first: Visit, v: Visit) -> bool:
     return (
         _burstable(v)
+        and not v.rests
         and v.p == first.p
         and v.phase_index == first.phase_index
         and v.channels == first.channels

@@ -198,6 +198,8 @@ class Phase(FaroModel):
     name: str = Field(min_length=1)
     """Name shown in the schedule, the documents and the stored data."""
     interval: float = Field(ge=0)
+    """Seconds between the starts of consecutive frames of a FOV; 0 = as fast as possible
+    (one FOV and one channel: a burst through one camera sequence)."""
     """Seconds between frame starts (0 only for a single frame)."""
     n_frames: int = Field(ge=1)
     """Number of frames (timepoints) per FOV."""
@@ -319,10 +321,6 @@ class Phase(FaroModel):
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         problems = []
-        if self.interval == 0 and self.n_frames > 1:
-            problems.append(
-                f"interval=0 s with n_frames={self.n_frames}: use interval > 0 or n_frames=1"
-            )
         for kind in ("stim", "ref"):
             frames, channels = getattr(self, f"{kind}_frames"), getattr(self, f"{kind}_channels")
             if frames and not channels:

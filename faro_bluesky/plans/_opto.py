@@ -17,6 +17,7 @@ from ophyd_async.plan_stubs import ensure_connected
 
 from ..devices import FixedMask, MaskFacet, Microscope, SummaryFacet
 from ._arguments import check_arguments
+from ._bursts import burst_at
 from ._errors import ExperimentError
 from ._model import Parallel, Phase, Wait, experiment_to_json
 from ._schedule import Schedule, Visit, schedule, schedule_problems
@@ -354,8 +355,14 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
             last_t: dict[int, int] = {}
             late = 0.0  # s later visits move because a wait began late (waits are real)
             ended: list[float] = []  # real end of visit i (visits run in index order)
+            burst_end = 0  # visits before this index are frames of an armed camera sequence
             while (v := self._next_visit(ctx)) is not None:
                 yield Msg("checkpoint")
+                if self.visits_done >= burst_end:
+                    n = burst_at(self._schedule, self.visits_done) if self._schedule else 0
+                    if n > 1:  # one camera sequence for the whole burst (interval 0)
+                        yield from move(scope.camera.sequence, n * len(v.channels), clock=clock)
+                        burst_end = self.visits_done + n
 
                 paused = clock.consume()[0] if shift else 0.0
                 if v.rests:  # wait(s) before v: s real seconds after the visit before it

@@ -173,7 +173,7 @@ def timing_warnings(
             stim = phase.stim_channels_at(phase.stim_frames[0])
             seconds += sum(c.exposure for c in stim) / 1000 + _FRAME_OVERHEAD_S * len(stim)
             seconds += _MASK_S if stim_mode == "current" else 0.0
-        if phase.n_frames > 1 and fovs * seconds > phase.interval:
+        if phase.n_frames > 1 and phase.interval > 0 and fovs * seconds > phase.interval:
             out.append(
                 f"phase {phase.name!r}: {fovs} FOV visits need at least ~{fovs * seconds:.2f} s "
                 f"but the interval is {phase.interval:g} s, so the schedule will run late: "
