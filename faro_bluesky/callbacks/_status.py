@@ -49,6 +49,7 @@ class _Run:
     layout: RunLayout | None = None
     primary: set[str] = field(default_factory=set)
     masks: set[str] = field(default_factory=set)
+    missed: set[str] = field(default_factory=set)
     visit_index: int = -1
     t: int | None = None
     p: int | None = None
@@ -249,6 +250,8 @@ class StatusCallback:
                     run.primary.add(doc["uid"])
                 elif doc.get("name") == "mask":
                     run.masks.add(doc["uid"])
+                elif doc.get("name") == "missed":
+                    run.missed.add(doc["uid"])
         return False
 
     def _event(self, doc: Mapping[str, Any]) -> bool:
@@ -266,6 +269,12 @@ class StatusCallback:
                     )
                     return True
                 return False
+            if doc.get("descriptor") in run.missed:
+                self._add_error_locked(
+                    f"visit missed: FOV {data.get('visit-p')} t={data.get('visit-t')}: "
+                    f"{data.get('missed-device')} failed: {data.get('missed-reason')}"
+                )
+                return True
             if doc.get("descriptor") not in run.primary:
                 return False
             kind = str(data.get("visit-kind", "image"))

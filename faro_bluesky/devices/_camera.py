@@ -93,6 +93,22 @@ class Camera(StandardDetector):
         super().__init__(name=name)
 
     @property
+    def retries(self) -> int:
+        """A failed snap is tried again this many times (default 2) before it fails."""
+        return self._acquire.retries
+
+    @retries.setter
+    def retries(self, value: int) -> None:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"camera.retries={value!r} must be an integer >= 0")
+        self._acquire.retries = value
+
+    @property
+    def retried(self) -> int:
+        """How many failed snaps were retried so far (transient camera errors)."""
+        return self._acquire.retried
+
+    @property
     def exposure_limits(self) -> tuple[float, float] | None:
         """Exposure limits in ms reported by the camera, or None."""
         return self._worker.call(exposure_limits, self._worker.core, self._label)
@@ -147,6 +163,7 @@ class Camera(StandardDetector):
             await status
             return
         status.task.cancel()
+        await asyncio.gather(status.task, return_exceptions=True)
         error = self._acquire.error
         raise RuntimeError(f"{self.name or 'camera'} acquisition failed: {error}") from error
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +30,8 @@ from ._frames import Frame, FrameCache
 from ._sequence import SequenceFeed
 from ._worker import CoreWorker
 from ._zarr_store import ZarrFrameWriter
+
+logger = logging.getLogger(__name__)
 
 _SEQUENCE_POLL_S = 0.002  # how often a running sequence acquisition is asked for frames
 
@@ -113,6 +116,10 @@ class MMAcquireLogic(DetectorAcquireLogic):
         self.error: BaseException | None = None
         self.feed = SequenceFeed(worker)
         """The armed burst, if any: single triggers then take frames of one sequence."""
+        self.retries = 2
+        """A failed snap is tried again this many times before the trigger fails."""
+        self.retried = 0
+        """Snaps that failed and were retried (transient camera errors), for the record."""
 
     def _frame_meta(self) -> dict[str, Any]:
         core = self._worker.core
@@ -157,7 +164,7 @@ class MMAcquireLogic(DetectorAcquireLogic):
                 image, meta = await self.feed.next_frame()
                 await self._io.store(image, meta)
             elif n == 1:
-                image, meta = await self._worker.run(self._snap)
+                image, meta = await self._snap_with_retries()
                 await self._io.store(image, meta)
             else:
                 await self._sequence(n)
@@ -166,11 +173,24 @@ class MMAcquireLogic(DetectorAcquireLogic):
             self.failed.set()
             raise
 
+    async def _snap_with_retries(self) -> tuple[np.ndarray, dict[str, Any]]:
+        for attempt in range(self.retries + 1):
+            try:
+                return await self._worker.run(self._snap)
+            except Exception as exc:
+                if attempt == self.retries:
+                    raise
+                self.retried += 1
+                logger.warning("camera snap failed (%s); trying again", exc)
+        raise AssertionError("unreachable")  # pragma: no cover
+
     async def start_acquiring(self) -> None:
         """Start taking the prepared number of frames in the background."""
         self.error = None
         self.failed.clear()
         self._task = asyncio.create_task(self._acquire(self._trigger.num))
+        # its failure reaches the trigger through `failed`/`error`; never "never retrieved"
+        self._task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     async def wait_for_idle(self) -> None:
         """Wait for the acquisition task; re-raise its failure."""

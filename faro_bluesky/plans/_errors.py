@@ -19,3 +19,17 @@ class ExperimentError(ValueError):
         problems = list(problems)
         if problems:
             raise cls(problems)
+
+
+class DeviceFault(RuntimeError):
+    """A device failed an operation even after its retries: a visit's frames are missing.
+
+    `optogenetic_plan` catches it, records the visit as missed (stream ``missed``) and goes
+    on; only ``max_consecutive_misses`` in a row end the run. Other plans see it as an
+    ordinary failure, with a one-sentence message naming the device and the error.
+    """
+
+    def __init__(self, device: str, error: BaseException | str) -> None:
+        self.device = device
+        self.error = error
+        super().__init__(f"{device} failed: {error}")

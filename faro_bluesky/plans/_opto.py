@@ -18,7 +18,7 @@ from ophyd_async.plan_stubs import ensure_connected
 from ..devices import FixedMask, MaskFacet, Microscope, SummaryFacet
 from ._arguments import check_arguments
 from ._bursts import burst_at
-from ._errors import ExperimentError
+from ._errors import DeviceFault, ExperimentError
 from ._model import Parallel, Phase, Wait, experiment_to_json
 from ._schedule import Schedule, Visit, schedule, schedule_problems
 from ._session import session_analyzer, session_microscope
@@ -26,12 +26,13 @@ from ._stubs import (
     acquire,
     fetch_mask,
     move,
+    read_event,
     record_summaries,
     stimulate,
     trigger_and_read_complete,
     wait_until,
 )
-from ._tags import PauseClock, VisitTag
+from ._tags import MissedVisit, PauseClock, VisitTag
 from ._validate import timing_warnings, validate_experiment
 
 logger = logging.getLogger(__name__)
@@ -161,6 +162,8 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
         self.stim_mask = args.stim_mask
         self.mask_timeout = args.mask_timeout
         self.settle_timeout = settle_timeout
+        self.max_consecutive_misses = 3
+        """Visits missed in a row (a device failing even after retries) that end the run."""
         self._lock = threading.Lock()
         self._elements: list[Element] = []
         self._started = 0  # elements whose visits have begun (can't be replaced)
@@ -302,6 +305,26 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
                 owner += [i] * sum(isinstance(p, Phase) for b in el.branches for p in b)
         return owner[v.phase_index] + 1
 
+    def _missed(
+        self, v: Visit, fault: DeviceFault, tag: VisitTag, missed: MissedVisit, misses: int
+    ) -> MsgGenerator[None]:
+        """Record visit ``v`` as missed (stream ``missed``), make the light safe, go on.
+
+        ``max_consecutive_misses`` misses in a row mean the device is not coming back:
+        the run ends with a one-sentence reason.
+        """
+        logger.warning("visit t=%d FOV %d missed: %s", v.t, v.p, fault)
+        if self.microscope.dmd is not None:
+            yield from move(self.microscope.dmd, False)  # a stim cut short must not stay lit
+        missed.update(fault.device, str(fault.error))
+        yield from read_event([tag, missed], "missed")
+        if misses >= self.max_consecutive_misses:
+            raise DeviceFault(
+                fault.device,
+                f"{fault.error} ({misses} visits in a row missed, the run stops; "
+                "max_consecutive_misses sets how many are tolerated)",
+            ) from fault
+
     # ------------------------------------------------------ generator protocol
     def _generator(self) -> MsgGenerator[str]:
         if self._gen is None:
@@ -330,6 +353,7 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
     def _plan(self) -> MsgGenerator[str]:
         scope = self.microscope
         tag = VisitTag(name="visit")
+        missed = MissedVisit(name="missed")
         clock = PauseClock()
         analyzer = self.analyzer
         if getattr(analyzer, "provides_masks", False):
@@ -340,7 +364,7 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
         shape = scope.dmd.camera_shape if scope.dmd is not None else (1, 1)
         masks = MaskFacet(provider, shape, timeout=timeout, name="mask")
         summary = SummaryFacet(analyzer) if hasattr(analyzer, "pop_summaries") else None
-        facets = [tag, masks] + ([summary] if summary is not None else [])
+        facets = [tag, missed, masks] + ([summary] if summary is not None else [])
         yield from ensure_connected(*facets)
         staged = [scope.camera] + ([scope.dmd] if scope.dmd is not None else [])
         ctx = DecisionContext(self, 0, scope, self.analyzer)
@@ -356,6 +380,7 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
             late = 0.0  # s later visits move because a wait began late (waits are real)
             ended: list[float] = []  # real end of visit i (visits run in index order)
             burst_end = 0  # visits before this index are frames of an armed camera sequence
+            misses = 0  # visits missed in a row (a device failed even after its retries)
             while (v := self._next_visit(ctx)) is not None:
                 yield Msg("checkpoint")
                 if self.visits_done >= burst_end:
@@ -374,19 +399,26 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
 
                 yield from wait_until(deadline)
                 tag.update(v, scheduled=deadline())
-                yield from visit(
-                    scope,
-                    v,
-                    masks=masks,
-                    mask_t=last_t.get(v.p),
-                    stim_mode=self.stim_mode,
-                    tag=tag,
-                    per_visit=self.per_visit,
-                    clock=clock,
-                    applied=applied,
-                )
+                try:
+                    yield from visit(
+                        scope,
+                        v,
+                        masks=masks,
+                        mask_t=last_t.get(v.p),
+                        stim_mode=self.stim_mode,
+                        tag=tag,
+                        per_visit=self.per_visit,
+                        clock=clock,
+                        applied=applied,
+                    )
+                except DeviceFault as fault:
+                    misses += 1
+                    yield from self._missed(v, fault, tag, missed, misses)
+                    last_t.pop(v.p, None)  # no frame: no mask comes from this visit
+                else:
+                    misses = 0
+                    last_t[v.p] = v.t
                 ended.append(time.time())
-                last_t[v.p] = v.t
                 self.visits_done += 1
                 ctx.visits_done = self.visits_done
                 if summary is not None:

@@ -10,6 +10,7 @@ re-triggered, so no frame is taken twice or lost and no stimulation is repeated.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -17,11 +18,12 @@ from typing import Any
 import bluesky.plan_stubs as bps
 from bluesky import Msg
 from bluesky.protocols import Readable, Triggerable
-from bluesky.utils import MsgGenerator, new_uid
+from bluesky.utils import FailedStatus, MsgGenerator, new_uid
 from numpy.typing import NDArray
 
 from ..devices import Camera, ChannelPresets, LightSetting, MaskFacet, SummaryFacet
 from ..devices._dmd import DMD
+from ._errors import DeviceFault
 from ._tags import PauseClock, VisitTag
 
 _WAIT_CHUNK_S = 0.5  # longest sleep between checks: bounds deferred-pause latency in waits
@@ -68,11 +70,32 @@ def wait_until(
         yield Msg("sleep", None, min(remaining, chunk))
 
 
-def move(obj: Any, value: Any, *, clock: PauseClock | None = None) -> MsgGenerator[None]:
-    """``bps.mv(obj, value)``, repeated if a pause (which stops movables) interrupted it."""
+def _status_error(exc: FailedStatus) -> BaseException:
+    """The device's own error behind bluesky's FailedStatus (which prints the status)."""
+    status = exc.args[0] if exc.args else None
+    error = status.exception() if hasattr(status, "exception") else None
+    return error or exc.__cause__ or exc
+
+
+def move(
+    obj: Any, value: Any, *, clock: PauseClock | None = None, retries: int = 1
+) -> MsgGenerator[None]:
+    """``bps.mv(obj, value)``, repeated if a pause (which stops movables) interrupted it.
+
+    A move that fails (a stage that times out) is tried ``retries`` more times, then
+    raises `DeviceFault` naming the device and its error.
+    """
+    failures = 0
     while True:
         before = _pauses(clock)
-        yield from _mv(obj, value)
+        try:
+            yield from _mv(obj, value)
+        except FailedStatus as exc:
+            failures += 1
+            if failures > retries:
+                error = _status_error(exc)
+                raise DeviceFault(getattr(obj, "name", "") or type(obj).__name__, error) from exc
+            continue
         if _pauses(clock) == before:
             return
 
@@ -86,15 +109,20 @@ def trigger_complete(devices: Sequence[Any]) -> MsgGenerator[None]:
     """
     group = new_uid()
     statuses = []
+    triggered = []
     for obj in devices:
         if isinstance(obj, Triggerable):
+            triggered.append(obj)
             statuses.append((yield Msg("trigger", obj, group=group)))
-    yield Msg("wait", None, group=group)
+    # a failure is named below, with the device and its error rather than the status object
+    with contextlib.suppress(FailedStatus):
+        yield Msg("wait", None, group=group)
     while not all(s.done for s in statuses if s is not None):
         yield Msg("sleep", None, _STATUS_POLL_S)
-    for s in statuses:
+    for obj, s in zip(triggered, statuses, strict=True):
         if s is not None and not s.success:
-            raise s.exception()
+            error = s.exception()
+            raise DeviceFault(getattr(obj, "name", "") or type(obj).__name__, error) from error
 
 
 def read_event(devices: Sequence[Readable], name: str) -> MsgGenerator[dict[str, Any]]:

@@ -57,6 +57,21 @@ class VisitTag(StandardReadable):
         self._set_n(n)
 
 
+class MissedVisit(StandardReadable):
+    """Why a visit's frames are missing: read with the `VisitTag` into stream ``missed``."""
+
+    def __init__(self, name: str = "missed") -> None:
+        with self.add_children_as_readables():
+            self.device, self._set_device = soft_signal_r_and_setter(str, "")
+            self.reason, self._set_reason = soft_signal_r_and_setter(str, "")
+        super().__init__(name=name)
+
+    def update(self, device: str, reason: str) -> None:
+        """Say which device failed the visit and how."""
+        self._set_device(device)
+        self._set_reason(reason)
+
+
 class PauseClock:
     """Measures time spent paused or suspended; the RunEngine calls ``pause``/``resume``.
 

@@ -42,6 +42,7 @@ def test_burst_goes_through_a_camera_sequence(RE, docs, scope):
 def test_camera_fault_fails_the_run_fast_and_keeps_earlier_frames(RE, docs, scope):
     import bluesky.plans as bp
 
+    scope.camera.retries = 0  # (a retried transient fault: tests/reliability)
     scope.sim.faults.camera_fail_frames.add(3)
     with pytest.raises(Exception, match="simulated camera failure at frame 3"):
         RE(bp.count([scope.camera], num=6))
