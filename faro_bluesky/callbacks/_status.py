@@ -324,9 +324,11 @@ class StatusCallback:
             run.end_time = float(doc.get("time", time.time()))
             self._close_pause(run, run.end_time)
             run.exit_status = str(doc.get("exit_status", "success"))
+            reason = doc.get("reason") or ""
             if run.exit_status != "success":
-                reason = doc.get("reason") or ""
                 self._add_error_locked(f"run {run.exit_status}" + (f": {reason}" if reason else ""))
+            elif reason:  # a success that did not do everything it was asked (a warning)
+                self._add_error_locked(f"run warning: {reason}")
             run.kind = ""
         self._poll_queues()
         with self._lock:

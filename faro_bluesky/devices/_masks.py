@@ -73,6 +73,10 @@ class MaskFacet(StandardReadable, Movable[tuple[int, int]], Stoppable):
         self._cancel: asyncio.Event | None = None
         self.interrupted = False
         """True when the last trigger was ended by `stop` rather than by a mask or timeout."""
+        self.fetched = 0
+        """Masks asked for (triggers not interrupted by a pause)."""
+        self.delivered = 0
+        """Masks that came in time (not missed)."""
         with self.add_children_as_readables(StandardReadableFormat.UNCACHED_SIGNAL):
             self.mask, self._set_mask = soft_signal_r_and_setter(
                 np.ndarray, np.zeros(self.camera_shape, np.uint8)
@@ -139,4 +143,7 @@ class MaskFacet(StandardReadable, Movable[tuple[int, int]], Stoppable):
         self._set_fov(fov)
         self._set_t(t)
         self._set_missed(missed)
+        if not self.interrupted:
+            self.fetched += 1
+            self.delivered += not missed
         self._set_wait_ms((time.monotonic() - start) * 1000.0)

@@ -45,7 +45,7 @@ class PlanArguments:
     stim_mask: Any
     """None, a bool or a numpy array (a nested list becomes an array)."""
     time_per_fov: float | None
-    mask_timeout: float
+    mask_timeout: float | None
     problems: list[str] = field(default_factory=list)
 
 
@@ -201,7 +201,7 @@ def check_arguments(
     tpf = number_problem("time_per_fov", time_per_fov, gt=0, le=MAX_SECONDS, optional=True)
     if tpf is not None:
         problems.append(tpf)
-    timeout = number_problem("mask_timeout", mask_timeout, gt=0, le=MAX_SECONDS)
+    timeout = number_problem("mask_timeout", mask_timeout, gt=0, le=MAX_SECONDS, optional=True)
     if timeout is not None:
         problems.append(timeout)
     checked_analyzer = _analyzer(analyzer, problems)
@@ -221,6 +221,6 @@ def check_arguments(
         analyzer=checked_analyzer,
         stim_mask=mask,
         time_per_fov=None if tpf is not None else time_per_fov,
-        mask_timeout=80.0 if timeout is not None else float(mask_timeout),
+        mask_timeout=None if timeout is not None or mask_timeout is None else float(mask_timeout),
         problems=problems,
     )

@@ -12,7 +12,7 @@ from typing import Any
 import bluesky.preprocessors as bpp
 from bluesky import Msg
 from bluesky.protocols import Readable
-from bluesky.utils import MsgGenerator
+from bluesky.utils import MsgGenerator, RunEngineControlException
 from ophyd_async.plan_stubs import ensure_connected
 
 from ..devices import FixedMask, MaskFacet, Microscope, SummaryFacet
@@ -38,6 +38,7 @@ from ._validate import timing_warnings, validate_experiment
 logger = logging.getLogger(__name__)
 
 Element = Phase | Wait | Parallel | Callable[["DecisionContext"], Any]
+DEFAULT_MASK_TIMEOUT = 80.0  # s, faro's default
 _MAX_SCHEDULE_IN_START = 20_000  # visits; bigger schedules are summarised in the start doc
 
 
@@ -136,7 +137,7 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
         md: dict | None,
         time_per_fov: float | None,
         stim_mask: Any,
-        mask_timeout: float,
+        mask_timeout: float | None,
         settle_timeout: float = 60.0,
     ) -> None:
         # Every argument is checked (type, finiteness, range) before anything is built;
@@ -162,6 +163,8 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
         self.stim_mask = args.stim_mask
         self.mask_timeout = args.mask_timeout
         self.settle_timeout = settle_timeout
+        self.run_warnings: list[str] = []
+        """What the run was asked to do and never did (also the stop document's reason)."""
         self.max_consecutive_misses = 3
         """Visits missed in a row (a device failing even after retries) that end the run."""
         self._lock = threading.Lock()
@@ -305,6 +308,26 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
                 owner += [i] * sum(isinstance(p, Phase) for b in el.branches for p in b)
         return owner[v.phase_index] + 1
 
+    def _outcome_warning(self, masks: MaskFacet, outcome: dict[str, int]) -> str | None:
+        """What was asked for and silently never happened, for the stop document."""
+        warnings = []
+        if masks.fetched and not masks.delivered:
+            warnings.append(
+                f"stimulation was due {masks.fetched} times but no mask was ever delivered "
+                "(every mask missed, so the DMD stayed dark): check the analyzer's errors "
+                "and mask_timeout"
+            )
+        analyses = hasattr(self.analyzer, "pop_summaries")
+        if analyses and self.visits_done and not outcome["summaries"]:
+            warnings.append(
+                f"the analyzer produced no result for any of the {self.visits_done} "
+                "visits: check its errors"
+            )
+        self.run_warnings = warnings
+        for warning in warnings:
+            logger.warning("optogenetic_plan: %s", warning)
+        return "; ".join(warnings) or None
+
     def _missed(
         self, v: Visit, fault: DeviceFault, tag: VisitTag, missed: MissedVisit, misses: int
     ) -> MsgGenerator[None]:
@@ -357,10 +380,13 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
         clock = PauseClock()
         analyzer = self.analyzer
         if getattr(analyzer, "provides_masks", False):
-            provider, timeout = analyzer, getattr(analyzer, "mask_timeout", self.mask_timeout)
+            provider = analyzer
         else:
             provider = FixedMask(True if self.stim_mask is None else self.stim_mask)
-            timeout = self.mask_timeout
+        # the plan's mask_timeout= wins; else the analyzer's own; else 80 s
+        timeout = self.mask_timeout
+        if timeout is None:
+            timeout = float(getattr(provider, "mask_timeout", DEFAULT_MASK_TIMEOUT))
         shape = scope.dmd.camera_shape if scope.dmd is not None else (1, 1)
         masks = MaskFacet(provider, shape, timeout=timeout, name="mask")
         summary = SummaryFacet(analyzer) if hasattr(analyzer, "pop_summaries") else None
@@ -370,8 +396,10 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
         ctx = DecisionContext(self, 0, scope, self.analyzer)
         shift = self.on_resume == "shift"
 
+        outcome = {"summaries": 0}
+
         @bpp.stage_decorator(staged)
-        @bpp.run_decorator(md=self._start_md())
+        @_run_decorator(md=self._start_md(), reason=lambda: self._outcome_warning(masks, outcome))
         def inner() -> MsgGenerator[None]:
             yield Msg("null", clock)  # the RunEngine now tells the clock about pauses
             t0 = time.time()
@@ -422,9 +450,11 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
                 self.visits_done += 1
                 ctx.visits_done = self.visits_done
                 if summary is not None:
-                    yield from record_summaries(summary)
+                    outcome["summaries"] += yield from record_summaries(summary)
             if summary is not None:  # the last visits' analysis, before the run closes
-                yield from record_summaries(summary, settle=self.settle_timeout)
+                outcome["summaries"] += yield from record_summaries(
+                    summary, settle=self.settle_timeout
+                )
 
         plan = bpp.rewindable_wrapper(inner(), False)
         if analyzer is not None and callable(analyzer):
@@ -432,6 +462,31 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
             # analyzer ignores a document it has just seen).
             plan = bpp.subs_wrapper(plan, {"all": [analyzer]})
         return (yield from plan)
+
+
+def _run_decorator(md: dict[str, Any], reason: Callable[[], str | None]) -> Any:
+    """``bpp.run_decorator`` whose successful stop carries ``reason()`` (a warning)."""
+
+    def decorator(gen_func: Callable[..., MsgGenerator[Any]]) -> Callable[..., Any]:
+        def wrapped(*args: Any, **kwargs: Any) -> MsgGenerator[Any]:
+            def close() -> MsgGenerator[Any]:
+                return (yield Msg("close_run", exit_status=None, reason=reason()))
+
+            def except_plan(e: BaseException) -> MsgGenerator[Any]:
+                if isinstance(e, RunEngineControlException):
+                    yield Msg("close_run", exit_status=e.exit_status, reason=None)
+                else:
+                    yield Msg("close_run", exit_status="fail", reason=str(e))
+
+            uid = yield Msg("open_run", **md)
+            yield from bpp.contingency_wrapper(
+                gen_func(*args, **kwargs), except_plan=except_plan, else_plan=close
+            )
+            return uid
+
+        return wrapped
+
+    return decorator
 
 
 def optogenetic_plan(
@@ -446,7 +501,7 @@ def optogenetic_plan(
     md: dict | None = None,
     time_per_fov: float | None = None,
     stim_mask: Any = None,
-    mask_timeout: float = 80.0,
+    mask_timeout: float | None = None,
 ) -> OptogeneticPlan:
     """Run a multi-phase, multi-FOV, closed-loop experiment as one bluesky run.
 
@@ -477,8 +532,9 @@ def optogenetic_plan(
         Extra start-document metadata.
     time_per_fov : float
         Seconds one FOV visit takes: enables FOV batching and per-FOV stagger.
-    mask_timeout : float
+    mask_timeout : float, optional
         Seconds to wait for a mask before firing a blank one (recorded as missed).
+        Default: the analyzer's ``mask_timeout`` if it has one, else 80 s.
 
     Returns
     -------
