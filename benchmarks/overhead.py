@@ -3,7 +3,8 @@
 For each configuration (exposure, frame size, number of FOVs) the methods run in turn,
 alternating, ``--repeats`` times, on the same simulated microscope:
 
-- ``raw``: ``snapImage(); getImage()`` in a Python loop (stage moves between FOVs);
+- ``raw``: ``snapImage(); getImage()`` in a Python loop (every frame of a FOV, then the
+  next, as an interval-0 schedule visits them);
 - ``mda-seq`` / ``mda-event``: pymmcore-plus's MDA runner with and without hardware
   sequencing (one FOV: a camera sequence; events otherwise);
 - ``plan``: ``optogenetic_plan`` without a catalog; ``plan+cat``: with the embedded
@@ -69,14 +70,14 @@ class Bench:
         self.channels = channels
 
     def raw(self, n_timepoints: int) -> int:
+        # the visiting order of an interval-0 schedule: every frame of a FOV, then the next
         core = self.core
         core.setExposure(self.exposure)
         frames = 0
-        for _ in range(n_timepoints):
-            for x, y in self.fovs:
-                if len(self.fovs) > 1:
-                    core.setXYPosition(x, y)
-                    core.waitForDevice(core.getXYStageDevice())
+        for x, y in self.fovs:
+            core.setXYPosition(x, y)
+            core.waitForDevice(core.getXYStageDevice())
+            for _ in range(n_timepoints):
                 for ch in self.channels:
                     if len(self.channels) > 1:
                         core.setConfig("Channel", ch)
@@ -92,7 +93,7 @@ class Bench:
             time_plan={"interval": 0, "loops": n_timepoints},
             stage_positions=[(x, y) for x, y in self.fovs] if len(self.fovs) > 1 else (),
             channels=[{"config": c, "exposure": self.exposure} for c in self.channels],
-            axis_order="tpc",
+            axis_order="ptc",  # the order of an interval-0 schedule
         )
         core.mda.run(seq)
         return n_timepoints * len(self.fovs) * len(self.channels)
