@@ -107,7 +107,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
     )
     t0 = time.monotonic()
     try:
-        affine = RE(calibrate_dmd(session.scope)).plan_result
+        # calibrate where no FOV is: its light stimulates the cells it shines on
+        away = (0.0, -3.0 * session.scope.field_of_view_um()[1])
+        affine = RE(calibrate_dmd(session.scope, position=away)).plan_result
         error = np.abs(affine - session.scope.sim.true_affine).max()
         console.print(
             f"DMD calibrated (largest difference to the truth {error:.3f})", soft_wrap=True

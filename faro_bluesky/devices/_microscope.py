@@ -69,6 +69,14 @@ class Microscope:
         self.dmd = (
             DMD(core, affine=dmd_affine, name=f"{prefix}dmd") if core.getSLMDevice() else None
         )
+        self.lit_positions: list[tuple[float, float]] = []
+        """Stage positions (µm) whose field of view ``calibrate_dmd`` lit: cells there have
+        been stimulated, and experiments warn about FOVs near them."""
+
+    def field_of_view_um(self) -> tuple[float, float]:
+        """Width and height of the camera's field of view in the sample (µm)."""
+        pixel = self.camera.pixel_size_um or self.core.getPixelSizeUm() or 1.0
+        return self.core.getImageWidth() * pixel, self.core.getImageHeight() * pixel
 
     def devices(self) -> list[Device]:
         """All member devices (``dmd`` only if the core has an SLM)."""

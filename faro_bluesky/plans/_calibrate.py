@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import bluesky.plan_stubs as bps
@@ -312,6 +313,7 @@ def calibrate_dmd(
     residual_px: float = 2.0,
     seed: int = 0,
     locate: bool = True,
+    position: Sequence[float] | None = None,
     md: dict | None = None,
 ) -> MsgGenerator[NDArray[np.float64]]:
     """Calibrate the DMD: project spots, detect them, fit and store the camera->DMD affine.
@@ -347,6 +349,11 @@ def calibrate_dmd(
     locate : bool, optional
         Locate the camera's view on the DMD first (needed when the DMD is larger than
         the camera's view); without it the points spread over the whole DMD.
+    position : (x, y), optional
+        Stage position (µm) to calibrate at: the calibration light stimulates the cells
+        in view, so choose a place that is no FOV of the experiment. Default: where the
+        stage is. The position is recorded in the run (``position``) and in
+        ``microscope.lit_positions``; `optogenetic_plan` warns about FOVs near it.
     md : dict, optional
         Metadata for the start document.
 
@@ -372,6 +379,15 @@ def calibrate_dmd(
     if channel is None:
         channel = LightSetting("Cyan", 25, 10)
     _check(microscope, channel, n_points, radius, border, min_inliers, residual_px)
+    if position is not None:
+        try:
+            x, y = (float(v) for v in position)
+        except (TypeError, ValueError):
+            raise ValueError(f"position={position!r} must be an (x, y) pair in µm") from None
+        if not (math.isfinite(x) and math.isfinite(y)):
+            raise ValueError(f"position={position!r} must be finite (x, y) µm")
+        microscope.stage.check_value((x, y))
+        position = (x, y)
     setting = LightSetting.coerce(channel)
     camera = microscope.camera
     _md = {
@@ -387,6 +403,7 @@ def calibrate_dmd(
             "residual_px": residual_px,
             "seed": seed,
             "locate": locate,
+            "position": None if position is None else list(position),
         },
         "n_points": n_points,
         "radius": radius,
@@ -400,7 +417,17 @@ def calibrate_dmd(
     }
     _md.update(md or {})
     return _calibrate(
-        microscope, setting, n_points, radius, border, min_inliers, residual_px, seed, locate, _md
+        microscope,
+        setting,
+        n_points,
+        radius,
+        border,
+        min_inliers,
+        residual_px,
+        seed,
+        locate,
+        _md,
+        position,
     )
 
 
@@ -415,6 +442,7 @@ def _calibrate(
     seed: int,
     locate: bool,
     md: dict[str, Any],
+    position: tuple[float, float] | None = None,
 ) -> MsgGenerator[NDArray[np.float64]]:
     dmd, camera = microscope.dmd, microscope.camera
     assert dmd is not None  # checked by calibrate_dmd
@@ -431,6 +459,12 @@ def _calibrate(
         return frame.image
 
     def inner() -> MsgGenerator[None]:
+        if position is not None:
+            yield from bps.mv(microscope.stage, position)
+        x = yield from bps.rd(microscope.stage.x)
+        y = yield from bps.rd(microscope.stage.y)
+        # said before any light: this field of view is about to be stimulated
+        microscope.lit_positions.append((float(x), float(y)))
         yield from bps.mv(microscope.channel, setting)
         coarse, scale = None, 1.0
         if locate:

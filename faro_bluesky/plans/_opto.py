@@ -33,7 +33,7 @@ from ._stubs import (
     wait_until,
 )
 from ._tags import MissedVisit, PauseClock, VisitTag
-from ._validate import timing_warnings, validate_experiment
+from ._validate import calibration_warnings, timing_warnings, validate_experiment
 
 logger = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
         self._schedule = self._build_schedule()
         self.warnings = timing_warnings(
             len(self.fovs), self._elements, time_per_fov=time_per_fov, stim_mode=stim_mode
-        )
+        ) + calibration_warnings(microscope, self.fovs)
         """Problems that don't stop the run (e.g. visits that can't fit an interval)."""
         for warning in self.warnings:
             logger.warning("optogenetic_plan: %s", warning)

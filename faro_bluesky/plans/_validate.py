@@ -154,6 +154,27 @@ _FRAME_OVERHEAD_S = 0.015  # per frame: readout, zarr write, documents (docs/ben
 _MASK_S = 0.07  # current mode: the analysis of the frame just taken (docs/benchmarks.md)
 
 
+def calibration_warnings(microscope: Any, fovs: Sequence[Any]) -> list[str]:
+    """FOVs whose cells ``calibrate_dmd`` lit (their fields of view overlap): not at rest."""
+    lit = list(getattr(microscope, "lit_positions", ()))
+    if not lit:
+        return []
+    width, height = microscope.field_of_view_um()
+    out = []
+    for p, xy in enumerate(fovs):
+        if xy is None:
+            continue
+        for lx, ly in lit:
+            if abs(xy[0] - lx) < width and abs(xy[1] - ly) < height:
+                out.append(
+                    f"FOV {p} at ({xy[0]:g}, {xy[1]:g}) µm overlaps the field calibrate_dmd lit "
+                    f"at ({lx:g}, {ly:g}) µm: its cells were stimulated and are not at rest; "
+                    "calibrate elsewhere with calibrate_dmd(scope, position=(x, y))"
+                )
+                break
+    return out
+
+
 def timing_warnings(
     n_fovs: int, elements: Iterable[Any], *, time_per_fov: float | None, stim_mode: str
 ) -> list[str]:

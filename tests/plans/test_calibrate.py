@@ -146,3 +146,37 @@ def test_detect_spot_subpixel_and_rejects_noise():
     x, y = detect_spot(image)
     assert abs(x - 20.3) < 0.2 and abs(y - 40.6) < 0.2
     assert detect_spot(100 + rng.normal(0, 3, (64, 64))) is None
+
+
+def _mean_activity_in_view(scope, xy):
+    sample = scope.sim.sample
+    w, h = scope.field_of_view_um()
+    cells = sample.cells_in(
+        xy[0] - w / 2, xy[1] - h / 2, xy[0] + w / 2, xy[1] + h / 2, sample.now()
+    )
+    return float(np.mean(sample.activity(cells.ids))) if len(cells.ids) else 0.0
+
+
+def test_calibration_away_from_the_fovs_leaves_them_at_rest(RE, docs, scope):
+    from faro_bluesky.plans import Channel, Phase, optogenetic_plan
+
+    fov = (0.0, 0.0)
+    away = (0.0, -3 * scope.field_of_view_um()[1])
+    result = RE(calibrate_dmd(scope, position=away))
+    assert max_error(result.plan_result, scope.sim.true_affine, scope.dmd.camera_shape) < 1.0
+    (start,) = docs.of("start")
+    assert start["plan_args"]["position"] == list(away)
+    assert scope.lit_positions == [away]
+    assert _mean_activity_in_view(scope, fov) < 0.05  # FOV 0's cells were not lit
+    assert _mean_activity_in_view(scope, away) > 0.2  # where the light went, they were
+    phase = Phase("p", interval=1, n_frames=1, channels=[Channel("miRFP", 5)])
+    assert optogenetic_plan([fov], [phase], microscope=scope).warnings == []
+    (warning,) = optogenetic_plan([away], [phase], microscope=scope).warnings
+    assert "overlaps the field calibrate_dmd lit" in warning and "position=" in warning
+
+
+def test_calibration_position_is_checked_before_anything_moves(RE, docs, scope):
+    for bad in [(1e9, 0), ("a", 0), (float("nan"), 0), (1, 2, 3)]:
+        with pytest.raises(ValueError):
+            calibrate_dmd(scope, position=bad)
+    assert docs.of("start") == [] and scope.lit_positions == []
