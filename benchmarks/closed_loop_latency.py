@@ -4,6 +4,7 @@ Prints, for 1 and 4 FOVs at a 1 s interval on the simulated 512x512 microscope i
 ``"current"`` mode (Otsu segmentation, ERK-KTR features, tracking, half the cells lit):
 
 - closed-loop latency: end of the visit's last imaging exposure -> its mask shown on the DMD;
+- of which analysis: the visit's stack complete -> its mask published (`VisitSummary.mask_ms`);
 - scheduling lag: first frame's exposure start - the visit's scheduled start.
 
 Run: ``uv run python benchmarks/closed_loop_latency.py [--timepoints N]``.
@@ -32,8 +33,10 @@ def percentiles(values: list[float]) -> str:
     )
 
 
-def measure(n_fovs: int, timepoints: int, data_dir: str) -> tuple[list[float], list[float]]:
-    """Run one experiment; return (closed-loop latencies, scheduling lags) in s."""
+def measure(
+    n_fovs: int, timepoints: int, data_dir: str
+) -> tuple[list[float], list[float], list[float]]:
+    """Run one experiment; return (closed-loop latencies, scheduling lags, mask times) in s."""
     RE = RunEngine(context_managers=[], call_returns_result=True)
     scope = sim_microscope(seed=0, data_dir=data_dir, dmd_calibrated=True)
     frames: dict[tuple[str, int], float] = {}  # (uri, index) -> exposure end (epoch s)
@@ -94,6 +97,7 @@ def measure(n_fovs: int, timepoints: int, data_dir: str) -> tuple[list[float], l
     RE.subscribe(cb)
     RE(optogenetic_plan(fovs, [phase], microscope=scope, analyzer=analyzer))
     analyzer.close()
+    mask_times = [s.mask_ms / 1000.0 for s in analyzer.summaries if s.mask_ms == s.mask_ms]
     scope.close()
 
     latencies, lags = [], []
@@ -110,7 +114,7 @@ def measure(n_fovs: int, timepoints: int, data_dir: str) -> tuple[list[float], l
         after = [s for s in shown_sorted if s >= end]
         if after:
             latencies.append(after[0] - end)
-    return latencies, lags
+    return latencies, lags, mask_times
 
 
 def main() -> None:
@@ -121,8 +125,9 @@ def main() -> None:
     print(f"closed loop, current mode, 512x512, interval 1 s, {args.timepoints} timepoints")
     for n in (1, 4):
         with tempfile.TemporaryDirectory() as tmp:
-            latencies, lags = measure(n, args.timepoints, tmp)
+            latencies, lags, mask_times = measure(n, args.timepoints, tmp)
         print(f"{n} FOV(s)  latency exposure end -> DMD  {percentiles(latencies)}")
+        print(f"{n} FOV(s)   of which stack -> mask out  {percentiles(mask_times)}")
         print(f"{n} FOV(s)  scheduling lag              {percentiles(lags)}")
 
 

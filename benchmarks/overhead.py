@@ -153,9 +153,7 @@ def lag(interval: float = 1.0, n: int = 30, n_fovs: int = 1) -> list[float]:
     RE = RunEngine(context_managers=[], call_returns_result=True)
     scope = sim_microscope(seed=0, data_dir=tmp)
     starts: list[float] = []
-    scope.camera.frames.frame_added.connect(
-        lambda f: starts.append(f.metadata["exposure_start"])
-    )
+    scope.camera.frames.frame_added.connect(lambda f: starts.append(f.metadata["exposure_start"]))
     scheduled: list[float] = []
 
     def cb(name, doc):

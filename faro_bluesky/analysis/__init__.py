@@ -5,17 +5,19 @@ protocols (`Segmenter`, `Tracker`, `FeatureExtractor`, `Stimulator`,
 `RefFeatureExtractor`) with implementations in `faro_bluesky.analysis.components`.
 """
 
-from ._analyzer import AnalysisError, Analyzer, VisitSummary
+from ._analyzer import Analyzer
 from ._board import MaskBoard, MaskUnavailable
 from ._outputs import read_tracks
 from ._protocols import (
     FeatureExtractor,
     FrameInfo,
+    Need,
     RefFeatureExtractor,
     Segmenter,
     Stimulator,
     Tracker,
 )
+from ._records import AnalysisError, VisitSummary
 
 __all__ = [
     "AnalysisError",
@@ -24,6 +26,7 @@ __all__ = [
     "FrameInfo",
     "MaskBoard",
     "MaskUnavailable",
+    "Need",
     "RefFeatureExtractor",
     "Segmenter",
     "Stimulator",

@@ -7,6 +7,14 @@ tracks tables to disk, and a per-visit summary. ARCHITECTURE decision 5: the Run
 thread only files documents; a component failing on a frame is recorded with its FOV and t
 and later frames go on; when analysis falls behind, stacks wait as references (no pixels)
 and are read back from memory or zarr when their turn comes: deferred, never dropped.
+
+The latency path (docs/decisions/0030): for a frame whose mask is awaited, only what the
+stimulator declares it needs (`Stimulator.needs`) is computed before the mask is published:
+segmentation and positions, the tracker (`Need.TRACKS`), the feature columns
+(`Need.FEATURES`), earlier frames (`Need.HISTORY`). Everything else (the features, the
+cells' lit fractions, label images, tracks, the summary) comes after, the features in a
+second job on the executor. Its segmentation starts as soon as the segmenter's plane is
+taken, while the visit's other planes are still being exposed.
 """
 
 from __future__ import annotations
@@ -22,7 +30,6 @@ import uuid
 from collections import defaultdict, deque
 from collections.abc import Mapping
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,57 +38,34 @@ import pandas as pd
 
 from ._board import MaskBoard
 from ._documents import DocumentIndex, FrameReader, FrameRef, Stack, store_path
-from ._jobs import FrameResult, measure
+from ._jobs import (
+    FrameResult,
+    lit_fraction,
+    measure,
+    measure_features,
+    measure_labels,
+    segment,
+    with_features,
+)
 from ._outputs import LabelStore, TracksStore, read_tracks
 from ._protocols import (
     FeatureExtractor,
     FrameInfo,
     Mask,
+    Need,
     RefFeatureExtractor,
     Segmenter,
     Stimulator,
     Tracker,
 )
+from ._records import AnalysisError, Visit, VisitSummary
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class AnalysisError:
-    """A failure the analyzer recorded instead of raising into the RunEngine."""
-
-    source: str
-    """Which step: documents, read, segmentation, tracking, stimulator, ref_features, storage."""
-    exc_type: str
-    message: str
-    traceback: str
-    fov: int | None = None
-    t: int | None = None
-    time: float = 0.0
-
-    def __str__(self) -> str:
-        where = f" FOV {self.fov} t={self.t}" if self.fov is not None else ""
-        return f"{self.source}{where}: {self.exc_type}: {self.message}"
-
-
-@dataclass(frozen=True)
-class VisitSummary:
-    """What the analysis of one visit found (one event of the ``analysis`` stream)."""
-
-    fov: int
-    t: int
-    phase: str
-    n_cells: int
-    mean_activity: float
-    """Mean ``cnr`` (ERK-KTR cytoplasm/nucleus ratio) of the cells, NaN without it."""
-    mask_fraction: float
-    """Fraction of the image the computed mask lights (1.0 whole field, NaN if none)."""
-    analysis_ms: float
-    """From the visit's stack being complete to its results being stored."""
-    error: str = ""
-
-
 _MAX_SUMMARIES = 10_000
+#: inbox items that carry results of work handed out earlier (never held for a later run)
+_RESULTS = frozenset({"done", "segmented", "features"})
 
 
 class Analyzer:
@@ -97,7 +81,8 @@ class Analyzer:
         Per-cell measurements; default: position and area only.
     stimulator : Stimulator
         Computes each frame's mask. Without one, the plan stimulates whole-field or with
-        its fixed ``stim_mask``.
+        its fixed ``stim_mask``. Only what it declares in ``needs`` is computed before its
+        mask is published; the features it does not need are measured after.
     ref_features : RefFeatureExtractor
         Features of reference-channel stacks, added to the visit's tracks rows.
     executor : concurrent.futures.Executor
@@ -137,6 +122,7 @@ class Analyzer:
         self.segmenter = segmenter
         self.tracker = tracker
         self.features = features
+        self._stimulator: Stimulator | None = None
         self.stimulator = stimulator
         self.ref_features = ref_features
         self._own_executor = executor is None
@@ -165,6 +151,21 @@ class Analyzer:
         self._new_run_state()
 
     # ------------------------------------------------------------ public facts
+    @property
+    def stimulator(self) -> Stimulator | None:
+        """Computes each frame's mask (None: the plan's own mask or whole field)."""
+        return self._stimulator
+
+    @stimulator.setter
+    def stimulator(self, value: Stimulator | None) -> None:
+        if value is not None and not isinstance(value, Stimulator):
+            raise TypeError(
+                f"stimulator {value!r} is not a Stimulator: it needs a mask() method and the "
+                "class attributes required_metadata (frozenset of phase metadata keys) and "
+                "needs (frozenset of faro_bluesky.analysis.Need)"
+            )
+        self._stimulator = value
+
     @property
     def provides_masks(self) -> bool:
         """Whether the plan should take stimulation masks from this analyzer."""
@@ -204,7 +205,8 @@ class Analyzer:
     @property
     def required_stim_metadata(self) -> frozenset[str]:
         """Phase metadata stimulating phases need (the stimulator's)."""
-        return frozenset(getattr(self.stimulator, "required_metadata", ()) or ())
+        stimulator = self.stimulator
+        return frozenset() if stimulator is None else frozenset(stimulator.required_metadata)
 
     @property
     def root(self) -> Path | None:
@@ -301,6 +303,10 @@ class Analyzer:
             if name == "start":
                 self._post(("start", dict(doc)))
             stacks = self._index.feed(name, doc)
+            while self._index.early:
+                frame = self._index.early.pop(0)
+                if self._stimulator is not None:  # only a mask is worth the extra message
+                    self._post(("frame", frame))
             for stack in stacks:
                 self._post(("stack", stack, time.monotonic()))
             while self._index.fired:
@@ -335,9 +341,9 @@ class Analyzer:
         self._labels: LabelStore | None = None
         self._tracks: TracksStore | None = None
         self._order: dict[int, deque[int]] = defaultdict(deque)
-        self._stacks: dict[tuple[int, int], tuple[Stack, float]] = {}
-        self._images: dict[tuple[int, int], tuple[np.ndarray, FrameInfo]] = {}
-        self._results: dict[tuple[int, int], FrameResult | BaseException] = {}
+        self._visits: dict[tuple[int, int], Visit] = {}
+        self._early: dict[tuple[int, int], Future | None] = {}
+        """Segmentations started before their stack was complete: None while running."""
         self._refs: dict[tuple[int, int], Stack] = {}
         self._waiting_ref: dict[tuple[int, int], tuple[pd.DataFrame, FrameResult]] = {}
         self._recent: dict[int, deque[pd.DataFrame]] = defaultdict(
@@ -364,11 +370,11 @@ class Analyzer:
                     self._cond.notify_all()
 
     def _busy(self) -> bool:
-        return bool(self._inflight or self._deferred or any(list(self._order.values())))
+        return bool(self._inflight or self._deferred or self._visits or self._early)
 
     def _handle(self, item: tuple) -> None:
         kind = item[0]
-        if kind != "done" and (self._held or (kind == "start" and self._busy())):
+        if kind not in _RESULTS and (self._held or (kind == "start" and self._busy())):
             # The previous run is still being analysed: its late results must not land in
             # the new run's state, so the new run waits (documents only; nothing is lost).
             self._ended = True
@@ -382,10 +388,16 @@ class Analyzer:
             self.board.reset()
             if hasattr(self.tracker, "reset"):
                 self.tracker.reset()
+        elif kind == "frame":
+            self._segment_early(item[1])
         elif kind == "stack":
             self._accept(item[1], item[2])
+        elif kind == "segmented":
+            self._segmented(item[1], item[2])
         elif kind == "done":
             self._done(item[1], item[2])
+        elif kind == "features":
+            self._measured(item[1], item[2])
         elif kind == "fired":
             ref, mask = item[1], item[2]
             self._ensure_outputs(ref.uri)
@@ -393,6 +405,9 @@ class Analyzer:
             self._labels.write("stim_mask", ref.index, np.asarray(mask) != 0)
         elif kind == "stop":
             self._ended = True
+            for key in [k for k, job in self._early.items() if job is not None]:
+                if key not in self._visits:  # the run stopped before the rest of the visit
+                    del self._early[key]
             self._finish_if_idle()
 
     def _ensure_outputs(self, uri: str) -> None:
@@ -414,8 +429,9 @@ class Analyzer:
             return
         if head.kind != "image":
             return
+        needs_mask = self.stimulator is not None and (head.stim or self._stim_mode == "previous")
         self._order[head.fov].append(head.t)
-        self._stacks[key] = (stack, arrived)
+        self._visits[key] = Visit(stack, arrived, needs_mask)
         if self._inflight < self.max_inflight:
             self._submit(stack)
         elif head.stim and self._stim_mode == "current":
@@ -438,59 +454,247 @@ class Analyzer:
             shape=(int(shape[-2]), int(shape[-1])),
         )
 
+    def _needs(self) -> frozenset[Need]:
+        stimulator = self.stimulator
+        return frozenset() if stimulator is None else stimulator.needs
+
+    def _with_features_now(self, visit: Visit) -> bool:
+        """A frame whose mask is awaited gets only what the stimulator needs before it."""
+        return not visit.needs_mask or Need.FEATURES in self._needs()
+
     def _submit(self, stack: Stack) -> None:
-        key = (stack.head.fov, stack.head.t)
+        visit = self._visits[(stack.head.fov, stack.head.t)]
+        early = visit.key in self._early
         try:
             image = self._reader.read_stack(stack)
             info = self._info(stack, image.shape)
-            future = self.executor.submit(measure, self.segmenter, self.features, image, info)
+            if not early:
+                now = self._with_features_now(visit)
+                future = self.executor.submit(
+                    measure, self.segmenter, self.features, image, info, with_features=now
+                )
         except Exception as exc:
-            self._results[key] = exc
-            self._record("read", exc, *key)
-            self._advance(key[0])
+            self._early.pop(visit.key, None)  # its result (if it comes) is not wanted
+            self._take(visit, exc, source="read")
+            self._advance(visit.key[0])
             return
-        self._images[key] = (image, info)
+        visit.image, visit.info = image, info
+        if early:  # its segmentation started with its first plane
+            if self._early[visit.key] is not None:
+                self._measure_segmented(visit)
+            return
         self._inflight += 1
-        future.add_done_callback(lambda f, key=key: self._post(("done", key, f)))
+        future.add_done_callback(lambda f, key=visit.key: self._post(("done", key, f)))
+
+    def _segment_early(self, frame: FrameRef) -> None:
+        """Segment a visit's segmentation plane as soon as it is taken, if a mask is awaited.
+
+        The visit's other planes are still being exposed: segmentation, the longest step
+        before the mask, overlaps them instead of following the last one. Only with a free
+        worker; otherwise the stack's own job segments it as usual.
+        """
+        awaited = self.stimulator is not None and (frame.stim or self._stim_mode == "previous")
+        channel = self.segmenter.channel
+        mine = channel == frame.c if isinstance(channel, int) else channel == frame.channel
+        key = (frame.fov, frame.t)
+        if not (awaited and mine and frame.kind == "image") or key in self._early:
+            return
+        if self._inflight >= self.max_inflight:
+            return
+        try:
+            plane = self._reader.read(frame)
+            future = self.executor.submit(segment, self.segmenter, plane)
+        except Exception:
+            return  # the stack's own job reads and segments again (and records a failure)
+        self._early[key] = None
+        self._inflight += 1
+        future.add_done_callback(lambda f, key=key: self._post(("segmented", key, f)))
+
+    def _segmented(self, key: tuple[int, int], future: Future) -> None:
+        """An early segmentation finished: measure its visit if the stack is in."""
+        self._inflight -= 1
+        if key in self._early:  # else its stack could not be read: not wanted any more
+            self._early[key] = future
+            visit = self._visits.get(key)
+            if visit is None and self._ended:
+                del self._early[key]  # the run stopped before the rest of the visit
+            elif visit is not None and visit.image is not None:
+                self._measure_segmented(visit)
+        self._refill()
+        self._finish_if_idle()
+
+    def _measure_segmented(self, visit: Visit) -> None:
+        """Positions (or the declared features) of a visit segmented early; then as `_done`."""
+        future = self._early.pop(visit.key)
+        outcome: FrameResult | BaseException | None = future.exception()
+        if outcome is None:
+            labels = future.result()
+            try:
+                if self._with_features_now(visit):
+                    job = self.executor.submit(
+                        measure_labels, self.features, labels, visit.image, visit.info
+                    )
+                    self._inflight += 1
+                    job.add_done_callback(lambda f, key=visit.key: self._post(("done", key, f)))
+                    return
+                # positions only (~0.5 ms): here, not one more hop through the executor
+                outcome = measure_labels(
+                    self.features, labels, visit.image, visit.info, with_features=False
+                )
+            except Exception as exc:
+                outcome = exc
+        self._take(visit, outcome)
+        self._advance(visit.key[0])
 
     def _done(self, key: tuple[int, int], future: Future) -> None:
         self._inflight -= 1
         exc = future.exception()
-        self._results[key] = exc if exc is not None else future.result()
-        while self._deferred and self._inflight < self.max_inflight:
-            self._submit(self._deferred.popleft())
+        self._take(self._visits[key], exc if exc is not None else future.result())
+        self._refill()
         self._advance(key[0])
 
+    def _take(
+        self, visit: Visit, outcome: FrameResult | BaseException, source: str = "segmentation"
+    ) -> None:
+        """A visit's segmentation result, or why there is none."""
+        if isinstance(outcome, BaseException):
+            visit.failed = True
+            visit.errors.append(str(self._record(source, outcome, *visit.key)))
+        else:
+            visit.result = outcome
+        self._mask_untracked(visit)
+
+    def _refill(self) -> None:
+        while self._deferred and self._inflight < self.max_inflight:
+            self._submit(self._deferred.popleft())
+
+    def _mask_untracked(self, visit: Visit) -> None:
+        """Settle a mask that does not wait for the tracker: as soon as the frame is segmented."""
+        if not visit.needs_mask or self._needs() & {Need.TRACKS, Need.HISTORY}:
+            return
+        if visit.failed:
+            self._skip_mask(visit)
+        elif visit.result is not None:
+            self._stimulate(visit, visit.result.cells)
+
     def _advance(self, fov: int) -> None:
-        """Track this FOV's finished frames in acquisition order."""
+        """Track this FOV's segmented frames in acquisition order."""
         order = self._order[fov]
-        while order and (fov, order[0]) in self._results:
-            t = order.popleft()
-            self._tracked(fov, t, self._results.pop((fov, t)))
+        while order and self._visits[(fov, order[0])].done:
+            self._tracked(self._visits[(fov, order.popleft())])
         self._finish_if_idle()
 
-    def _tracked(self, fov: int, t: int, result: FrameResult | BaseException) -> None:
-        stack, arrived = self._stacks.pop((fov, t))
-        kept = self._images.pop((fov, t), None)  # None when the frames could not be read
-        image, info = kept if kept is not None else (None, self._info(stack, (0, 0)))
-        head = stack.head
-        needs_mask = self.stimulator is not None and (head.stim or self._stim_mode == "previous")
-        error = ""
-        cells = pd.DataFrame()
-        mask_fraction = math.nan
-        if isinstance(result, BaseException):
-            error = str(self._record("segmentation", result, fov, t))
-        else:
-            try:
-                cells = self._track(fov, t, result.cells, head)
-            except Exception as exc:
-                error = str(self._record("tracking", exc, fov, t))
-        if needs_mask:
-            if error:
-                self.board.skip(fov, t)
+    def _tracked(self, visit: Visit) -> None:
+        """Track a segmented frame, settle its mask, then measure and store the rest."""
+        fov, t = visit.key
+        result = visit.result
+        if result is None:  # segmentation failed
+            self._skip_mask(visit)
+            self._complete(visit)
+            return
+        try:
+            visit.cells = self._track(fov, t, result.cells, visit.stack.head)
+        except Exception as exc:
+            visit.errors.append(str(self._record("tracking", exc, fov, t)))
+            self._skip_mask(visit)
+            self._complete(visit)
+            return
+        if visit.needs_mask and not visit.masked:
+            if Need.HISTORY in self._needs():
+                history = pd.concat(self._recent[fov], ignore_index=True)
             else:
-                mask_fraction, error = self._stimulate(fov, t, result, cells, image, info)
-        if not isinstance(result, BaseException):
+                history = visit.cells
+            self._stimulate(visit, history)
+        if result.measured or self.features is None:
+            self._complete(visit)
+            return
+        try:  # the features the mask did not need: after it, on the executor
+            future = self.executor.submit(
+                measure_features, self.features, result.labels, visit.image, visit.info
+            )
+        except Exception as exc:
+            visit.errors.append(str(self._record("features", exc, fov, t)))
+            self._complete(visit)
+            return
+        self._inflight += 1
+        future.add_done_callback(lambda f, key=visit.key: self._post(("features", key, f)))
+
+    def _measured(self, key: tuple[int, int], future: Future) -> None:
+        """The features of a frame measured after its mask: join them and store."""
+        self._inflight -= 1
+        visit = self._visits[key]
+        exc = future.exception()
+        if exc is not None:
+            visit.errors.append(str(self._record("features", exc, *key)))
+        else:
+            table, extra = future.result()
+            visit.cells = with_features(visit.cells, table)
+            visit.result.extra.update(extra)
+        self._complete(visit)
+        self._refill()
+        self._finish_if_idle()
+
+    def _track(self, fov: int, t: int, cells: pd.DataFrame, head: FrameRef) -> pd.DataFrame:
+        if self.tracker is not None:
+            cells = self.tracker.track(fov, t, cells)
+        elif "particle" not in cells:
+            cells = cells.assign(particle=cells["label"])
+        # the visit's columns in one new frame (``assign`` inserts them one by one: ~3x
+        # slower, and this is on the latency path of a tracked mask)
+        columns: dict[str, Any] = {name: cells[name].array for name in cells.columns}
+        columns.update(
+            fov=fov,
+            t=t,
+            frame=head.frame,
+            phase=head.phase,
+            time=head.time,
+            scheduled=head.scheduled,
+            stim=head.stim,
+        )
+        cells = pd.DataFrame(columns, index=cells.index, copy=False)
+        self._recent[fov].append(cells)
+        return cells
+
+    def _stimulate(self, visit: Visit, tracks: pd.DataFrame) -> None:
+        """Compute the frame's mask and publish it (the end of the latency path)."""
+        fov, t = visit.key
+        labels = visit.result.labels
+        try:
+            mask = self.stimulator.mask(labels, tracks, visit.image, visit.info)
+            if mask is None or mask is False:
+                mask, fraction = False, 0.0
+            elif mask is True:
+                fraction = 1.0
+            else:
+                mask = np.asarray(mask) != 0
+                if mask.shape != labels.shape:
+                    raise ValueError(
+                        f"mask shape {mask.shape} is not the frame's {labels.shape}: a "
+                        "stimulator returns a mask in camera pixels (or True/False)"
+                    )
+                fraction = float(np.count_nonzero(mask)) / mask.size
+        except Exception as exc:
+            visit.errors.append(str(self._record("stimulator", exc, fov, t)))
+            self._skip_mask(visit)
+            return
+        self.board.put(fov, t, mask)
+        visit.masked, visit.mask, visit.mask_fraction = True, mask, fraction
+        visit.mask_ms = (time.monotonic() - visit.arrived) * 1000.0
+
+    def _skip_mask(self, visit: Visit) -> None:
+        if visit.needs_mask and not visit.masked:
+            self.board.skip(*visit.key)
+            visit.masked = True
+
+    def _complete(self, visit: Visit) -> None:
+        """After the mask: lit fractions, label images, tracks, the summary."""
+        fov, t = visit.key
+        del self._visits[visit.key]
+        head = visit.stack.head
+        cells, result = visit.cells, visit.result
+        if result is not None:
+            if visit.mask is not None and len(cells):
+                cells["lit"] = lit_fraction(result.labels, cells, visit.mask)
             self._store_labels(head, result, cells)
             if head.ref and self.ref_features is not None:
                 self._waiting_ref[(fov, t)] = (cells, result)
@@ -505,56 +709,14 @@ class Analyzer:
             phase=head.phase,
             n_cells=len(cells),
             mean_activity=float(activity),
-            mask_fraction=mask_fraction,
-            analysis_ms=(time.monotonic() - arrived) * 1000.0,
-            error=error,
+            mask_fraction=visit.mask_fraction,
+            analysis_ms=(time.monotonic() - visit.arrived) * 1000.0,
+            error="; ".join(visit.errors),
+            mask_ms=visit.mask_ms,
         )
         self.summaries.append(summary)
         self._unread.append(summary)
         self._visits_done += 1
-
-    def _track(self, fov: int, t: int, cells: pd.DataFrame, head: FrameRef) -> pd.DataFrame:
-        if self.tracker is not None:
-            cells = self.tracker.track(fov, t, cells)
-        elif "particle" not in cells:
-            cells = cells.assign(particle=cells["label"])
-        cells = cells.assign(
-            fov=fov,
-            t=t,
-            frame=head.frame,
-            phase=head.phase,
-            time=head.time,
-            scheduled=head.scheduled,
-            stim=head.stim,
-        )
-        self._recent[fov].append(cells)
-        return cells
-
-    def _stimulate(
-        self,
-        fov: int,
-        t: int,
-        result: FrameResult,
-        cells: pd.DataFrame,
-        image: np.ndarray | None,
-        info: FrameInfo,
-    ) -> tuple[float, str]:
-        try:
-            history = pd.concat(self._recent[fov], ignore_index=True)
-            mask = self.stimulator.mask(result.labels, history, image, info)
-            if mask is None or mask is False:
-                mask, fraction = False, 0.0
-            elif mask is True:
-                fraction = 1.0
-            else:
-                mask = np.asarray(mask) != 0
-                fraction = float(mask.mean())
-            cells["lit"] = _lit_fraction(result.labels, cells, mask)
-        except Exception as exc:
-            self.board.skip(fov, t)
-            return math.nan, str(self._record("stimulator", exc, fov, t))
-        self.board.put(fov, t, mask)
-        return fraction, ""
 
     def _store_labels(self, head: FrameRef, result: FrameResult, cells: pd.DataFrame) -> None:
         name = getattr(self.segmenter, "name", "labels")
@@ -608,17 +770,6 @@ class Analyzer:
         self.errors.append(error)
         logger.warning("analysis error: %s", error)
         return error
-
-
-def _lit_fraction(labels: np.ndarray, cells: pd.DataFrame, mask: Mask) -> np.ndarray:
-    """Fraction of each cell's label pixels the mask lights (1 for the whole field)."""
-    if mask is True or mask is False:
-        return np.full(len(cells), float(mask))
-    n = int(labels.max()) + 1
-    lit = np.bincount(labels.ravel(), weights=np.asarray(mask, float).ravel(), minlength=n)
-    area = np.bincount(labels.ravel(), minlength=n)
-    ids = cells["label"].to_numpy(int)
-    return lit[ids] / np.maximum(area[ids], 1)
 
 
 def _fresh_root(store: Path) -> Path:

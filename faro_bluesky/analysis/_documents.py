@@ -92,6 +92,8 @@ class DocumentIndex:
     ``feed(name, doc)`` returns the stacks completed by that document (usually none or one),
     and ``fired`` masks as ``(stim FrameRef, mask)`` pairs: the `mask` stream event that
     precedes a stimulation exposure is matched with the stim frame that follows it.
+    ``early`` lists the frames that arrived while their stack still misses frames (so the
+    analyzer can segment a plane while the visit's other planes are being exposed).
     """
 
     def __init__(self) -> None:
@@ -102,6 +104,7 @@ class DocumentIndex:
         self._partial: dict[tuple[int, int, str], list[FrameRef]] = {}
         self._last_mask: NDArray | None = None
         self.fired: list[tuple[FrameRef, NDArray]] = []
+        self.early: list[FrameRef] = []
 
     def feed(self, name: str, doc: Mapping[str, Any]) -> list[Stack]:
         """Take one document; return the stacks it completes."""
@@ -171,6 +174,7 @@ class DocumentIndex:
         frames = self._partial.setdefault(key, [])
         frames.append(ref)
         if len(frames) < ref.n:
+            self.early.append(ref)
             return []
         del self._partial[key]
         return [Stack(tuple(sorted(frames, key=lambda f: f.c)))]

@@ -1,8 +1,13 @@
 """The stateless part of analysing one visit: segment and measure, on any executor.
 
-Kept to a module-level function over picklable components so a process pool or a Dask
-cluster can run it; the stateful steps (tracking, stimulation masks, storage) stay on the
+Kept to module-level functions over picklable components so a process pool or a Dask
+cluster can run them; the stateful steps (tracking, stimulation masks, storage) stay on the
 analyzer's own thread.
+
+A frame whose mask is awaited is measured in two jobs (docs/decisions/0030): `measure` with
+``with_features=False`` gives the labels and positions the tracker and the stimulator need,
+so the mask can be published; `measure_features` then runs the feature extractor off the
+latency path, and `with_features` joins its columns to the tracked rows.
 """
 
 from __future__ import annotations
@@ -14,8 +19,9 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from ._protocols import FeatureExtractor, FrameInfo, Labels, Segmenter
+from ._protocols import FeatureExtractor, FrameInfo, Labels, Mask, Segmenter
 from .components._features import positions
+from .components._pixels import Pixels
 
 
 @dataclass
@@ -26,6 +32,9 @@ class FrameResult:
     cells: pd.DataFrame
     extra: dict[str, Labels] = field(default_factory=dict)
     seconds: float = 0.0
+    measured: bool = True
+    """Whether ``cells`` has the feature extractor's columns; if not (positions only),
+    `measure_features` adds them after the mask."""
 
 
 def measure(
@@ -33,12 +42,76 @@ def measure(
     features: FeatureExtractor | None,
     image: NDArray,
     info: FrameInfo,
+    *,
+    with_features: bool = True,
 ) -> FrameResult:
-    """Segment the segmenter's channel of ``image`` (C, Y, X) and measure every cell."""
+    """Segment the segmenter's channel of ``image`` (C, Y, X) and measure every cell.
+
+    Without ``with_features`` (or without ``features``) the cells have positions only
+    (``label, x, y, area``): what tracking needs.
+    """
     start = time.perf_counter()
-    labels = np.asarray(segmenter.segment(image[info.channel_index(segmenter.channel)]))
-    if features is not None:
+    labels = segment(segmenter, image[info.channel_index(segmenter.channel)])
+    result = measure_labels(features, labels, image, info, with_features=with_features)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def segment(segmenter: Segmenter, plane: NDArray) -> Labels:
+    """The label image of one plane: a job of its own when started before the stack is in."""
+    return np.asarray(segmenter.segment(plane))
+
+
+def measure_labels(
+    features: FeatureExtractor | None,
+    labels: Labels,
+    image: NDArray,
+    info: FrameInfo,
+    *,
+    with_features: bool = True,
+) -> FrameResult:
+    """`measure` for a frame already segmented."""
+    start = time.perf_counter()
+    if features is not None and with_features:
         cells, extra = features.extract(labels, image, info)
     else:
         cells, extra = positions(labels), {}
-    return FrameResult(labels, cells, dict(extra), time.perf_counter() - start)
+    measured = features is None or with_features
+    return FrameResult(labels, cells, dict(extra), time.perf_counter() - start, measured)
+
+
+def measure_features(
+    features: FeatureExtractor, labels: Labels, image: NDArray, info: FrameInfo
+) -> tuple[pd.DataFrame, dict[str, Labels]]:
+    """The feature table and extra label images of an already segmented frame."""
+    cells, extra = features.extract(labels, image, info)
+    return cells, dict(extra)
+
+
+def with_features(tracked: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """The tracked rows of a frame with the feature columns of ``table``, joined by label.
+
+    Columns in the order a one-job frame has them: the feature table's, then those the
+    tracker and the analyzer added (``particle``, ``fov``, ``t``...).
+    """
+    added = [c for c in tracked.columns if c not in table.columns]
+    if np.array_equal(tracked["label"].to_numpy(), table["label"].to_numpy()):
+        # one new frame from the columns (a concat or merge costs ~1.5 ms per frame)
+        columns = {c: table[c].to_numpy() for c in table.columns}
+        columns.update({c: tracked[c].array for c in added})
+        return pd.DataFrame(columns, copy=False)
+    # an extractor that does not give one row per label in label order (its contract)
+    return table.merge(tracked[["label", *added]], on="label", how="right")
+
+
+def lit_fraction(labels: Labels, cells: pd.DataFrame, mask: Mask) -> NDArray[np.float64]:
+    """Fraction of each cell's label pixels the mask lights (1 for the whole field)."""
+    if mask is True or mask is False:
+        return np.full(len(cells), float(mask))
+    cell = Pixels.of(labels)  # the labelled pixels only, in raster order
+    ids = cells["label"].to_numpy(int)
+    n = max(int(cell.label.max(initial=0)), int(ids.max(initial=0))) + 1
+    shone = np.asarray(mask).ravel()[cell.index].astype(np.float64)
+    lit = np.bincount(cell.label, weights=shone, minlength=n)
+    area = np.bincount(cell.label, minlength=n)
+    return lit[ids] / np.maximum(area[ids], 1)

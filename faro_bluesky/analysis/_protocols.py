@@ -11,6 +11,7 @@ called the row "x"; we don't).
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -106,17 +107,43 @@ class Tracker(Protocol):
         ...
 
 
+class Need(enum.Enum):
+    """What a stimulator needs besides the frame's label image and pixels.
+
+    The mask of a frame is on the closed loop's latency path (exposure end → mask on the
+    DMD): the analyzer computes only what the stimulator declares before calling it, and
+    the rest (other features, storage, summaries) after the mask is published.
+    """
+
+    TRACKS = "tracks"
+    """This frame's cells tracked: ``tracks`` has ``particle`` and the visit's columns
+    (``fov``, ``t``, ``phase``...; the tracker runs, in acquisition order per FOV, before
+    the mask). Without it, ``tracks`` holds this frame's cells with ``label, x, y, area``
+    only, and the mask is computed as soon as the frame is segmented."""
+    FEATURES = "features"
+    """The feature extractor's columns in this frame's rows (e.g. ``cnr``). Without it they
+    are computed after the mask."""
+    HISTORY = "history"
+    """Earlier frames' rows of this FOV too (the analyzer's last ``history`` frames; implies
+    `TRACKS`). Without it, ``tracks`` holds this frame's rows only."""
+
+
 @runtime_checkable
 class Stimulator(Protocol):
     """Decides where to shine light on this frame."""
 
     required_metadata: ClassVar[frozenset[str]]
     """Phase metadata keys it needs (checked before the run opens)."""
+    needs: ClassVar[frozenset[Need]]
+    """What must be computed before `mask` is called (see `Need`); the less, the sooner the
+    mask reaches the DMD."""
 
     def mask(self, labels: Labels, tracks: pd.DataFrame, image: NDArray, info: FrameInfo) -> Mask:
         """The mask for this frame (camera pixels), ``True`` for the whole field.
 
-        ``tracks`` holds this FOV's tracked cells so far, including frame ``info.t``.
+        ``tracks`` holds this frame's cells, with what `needs` asks for: particle ids and
+        the visit's columns (`Need.TRACKS`), feature columns (`Need.FEATURES`), this FOV's
+        earlier rows (`Need.HISTORY`; this frame's are those with ``t == info.t``).
         """
         ...
 

@@ -74,6 +74,30 @@ def warp(
     )
 
 
+def warp_index(
+    src_to_dst: ArrayLike, src_shape: tuple[int, int], dst_shape: tuple[int, int]
+) -> NDArray[np.intp]:
+    """For each destination pixel, the flat index of the source pixel `warp` shows there.
+
+    ``-1`` where `warp` shows nothing (outside the source). Found by warping an image of
+    the source pixels' indices with `warp` itself, so `take_warped` with this map gives
+    exactly what ``warp(image, src_to_dst, dst_shape)`` gives, for any image of
+    ``src_shape``, in one gather instead of a resampling: the DMD computes the map once
+    per calibration and then shows a mask in ~0.5 ms instead of ~6 ms (issue 11).
+    """
+    h, w = src_shape
+    dtype = np.int32 if h * w < np.iinfo(np.int32).max else np.int64
+    ids = np.arange(1, h * w + 1, dtype=dtype).reshape(h, w)  # 0 is reserved for outside
+    return warp(ids, src_to_dst, dst_shape).astype(np.intp) - 1
+
+
+def take_warped(index: NDArray[np.intp], image: NDArray) -> NDArray:
+    """``image`` resampled through a `warp_index` map: 0 where the map says ``-1``."""
+    padded = np.zeros(image.size + 1, image.dtype)  # index -1 reads the trailing 0
+    padded[:-1] = image.ravel()
+    return padded[index]
+
+
 def apply(affine: ArrayLike, xy: ArrayLike) -> NDArray[np.float64]:
     """Map points ``xy`` (shape ``(n, 2)``, ``(x, y)``) through ``affine``."""
     pts = np.atleast_2d(np.asarray(xy, dtype=float))

@@ -17,7 +17,7 @@ from ophyd_async.core import (
 )
 from pymmcore_plus import CMMCorePlus
 
-from ._affine import as_affine, warp
+from ._affine import as_affine, take_warped, warp_index
 from ._worker import CoreWorker
 
 
@@ -40,9 +40,11 @@ class DMD(StandardReadable, Movable[Any], Stoppable, Pausable, Stageable):
 
     The mask (bool or unsigned integers, non-zero = light, shape = the camera's image) is
     warped into DMD pixels with `affine` (camera ``(x, y)`` -> DMD ``(x, y)``, found by
-    calibration) and displayed. ``True`` lights the whole DMD and ``False``/``None``
-    blanks it; neither needs a calibration. The DMD blanks itself when the RunEngine
-    pauses, stops or aborts (``pause``/``stop``) and when it is unstaged.
+    calibration) and displayed; the warp is a lookup (for each mirror, the camera pixel it
+    shows, nearest neighbour as `warp`) computed once per calibration (`index_map`).
+    ``True`` lights the whole DMD and ``False``/``None`` blanks it; neither needs a
+    calibration. The DMD blanks itself when the RunEngine pauses, stops or aborts
+    (``pause``/``stop``) and when it is unstaged.
 
     :param core: the core whose SLM device this is.
     :param label: the SLM device label; default the core's SLM device.
@@ -75,6 +77,7 @@ class DMD(StandardReadable, Movable[Any], Stoppable, Pausable, Stageable):
         with self.add_children_as_readables(StandardReadableFormat.CONFIG_SIGNAL):
             self.calibration, self._set_calibration = soft_signal_r_and_setter(Array1D[np.float64])
         super().__init__(name=name)
+        self._index_map: tuple[NDArray[np.float64], NDArray[np.intp]] | None = None
         self.affine = None if affine is None else as_affine(affine)
 
     @property
@@ -87,6 +90,23 @@ class DMD(StandardReadable, Movable[Any], Stoppable, Pausable, Stageable):
         self._affine = None if value is None else as_affine(value)
         flat = np.full(9, np.nan) if self._affine is None else self._affine.ravel()
         self._set_calibration(flat)
+
+    def index_map(self) -> NDArray[np.intp]:
+        """For each mirror (DMD shape), the flat camera pixel it shows, ``-1`` for none.
+
+        What `warp` with `affine` does, as a table (`warp_index`): computed on first use
+        after each calibration (~6 ms at 600x800), then every mask is one gather. Keyed by
+        the affine object, which the setter replaces, so a new calibration is never shown
+        through an old map (even when set from another thread).
+        """
+        affine = self._affine
+        if affine is None:
+            raise ValueError("the DMD is not calibrated: run calibrate_dmd() or set dmd.affine")
+        cached = self._index_map
+        if cached is None or cached[0] is not affine:
+            cached = (affine, warp_index(affine, self.camera_shape, self.shape))
+            self._index_map = cached
+        return cached[1]
 
     @property
     def is_calibrated(self) -> bool:
@@ -133,8 +153,8 @@ class DMD(StandardReadable, Movable[Any], Stoppable, Pausable, Stageable):
             return np.full(self.shape, 255 if mask else 0, np.uint8)
         if isinstance(mask, DMDPattern):
             return np.where(np.asarray(mask.image) != 0, 255, 0).astype(np.uint8)
-        warped = warp((mask != 0).view(np.uint8), self._affine, self.shape)
-        return (warped * 255).astype(np.uint8)
+        lit = (np.asarray(mask) != 0).view(np.uint8) * np.uint8(255)
+        return take_warped(self.index_map(), lit)
 
     def _display(self, image: NDArray[np.uint8]) -> None:
         core = self._worker.core
@@ -178,9 +198,11 @@ class DMD(StandardReadable, Movable[Any], Stoppable, Pausable, Stageable):
 
     @AsyncStatus.wrap
     async def stage(self) -> None:
-        """Start a run from a dark DMD."""
+        """Start a run from a dark DMD (and the warp's map ready, if calibrated)."""
         await super().stage()
         await self.blank()
+        if self._affine is not None:
+            await self._worker.run(self.index_map)
 
     @AsyncStatus.wrap
     async def unstage(self) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from bluesky.utils import RunEngineInterrupted
 
-from faro_bluesky.devices import LightSetting, warp
+from faro_bluesky.devices import LightSetting, similarity, warp
 
 
 def disk(shape, xy, radius):
@@ -151,3 +151,54 @@ def test_dmd_blanks_on_abort(RE, calibrated_scope):
     assert lit == [255]
     assert result.exit_status == "abort"
     assert scope.core.getSLMImage().max() == 0
+
+
+@pytest.mark.parametrize(
+    "affine",
+    [
+        None,  # the sim's true calibration
+        similarity(rotation_deg=33.0, scale=0.71, dst_center=(400.3, 300.7), shift=(-2.5, 9.1)),
+        similarity(rotation_deg=-4.0, scale=2.6, src_center=(128, 128), dst_center=(400, 300)),
+        np.array([[-1.0, 0.0, 500.0], [0.0, 1.0, 40.0], [0.0, 0.0, 1.0]]),  # mirrored
+        np.array([[1.2, 0.35, -60.0], [-0.1, 0.9, 420.0], [0.0, 0.0, 1.0]]),  # sheared, cut off
+    ],
+    ids=["true", "rotated", "magnified", "mirrored", "sheared"],
+)
+def test_the_warp_lookup_lights_the_mirrors_the_warp_lights(RE, calibrated_scope, affine):
+    """The precomputed camera-pixel-per-mirror map gives, mirror for mirror, the image the
+    nearest-neighbour warp gives, with pixels cut by the edges and masks of any content."""
+    dmd = calibrated_scope.dmd
+    if affine is not None:
+        dmd.affine = affine
+    rng = np.random.default_rng(0)
+    shape = dmd.camera_shape
+    edges = np.zeros(shape, bool)
+    edges[0], edges[-1], edges[:, 0], edges[:, -1] = True, True, True, True
+    masks = [
+        rng.random(shape) < 0.5,
+        rng.random(shape) < 0.01,
+        disk(shape, (60, 100), 12),
+        edges,
+        np.ones(shape, bool),
+        (rng.random(shape) < 0.3).astype(np.uint16) * 7,  # unsigned, non-zero = light
+    ]
+    for mask in masks:
+        expected = warp((mask != 0).view(np.uint8), dmd.affine, dmd.shape) * 255
+        np.testing.assert_array_equal(dmd.to_dmd(mask), expected)
+    lit = dmd.to_dmd(np.ones(shape, bool)) > 0
+    np.testing.assert_array_equal(lit, dmd.index_map() >= 0)  # -1: no camera pixel there
+
+
+def test_the_warp_lookup_follows_a_new_calibration(RE, calibrated_scope):
+    dmd = calibrated_scope.dmd
+    mask = disk(dmd.camera_shape, (60, 100), 12)
+    first = dmd.to_dmd(mask)
+    moved = dmd.affine.copy()
+    moved[:2, 2] += (37.0, -21.0)  # the projector was nudged and recalibrated
+    dmd.affine = moved
+    again = dmd.to_dmd(mask)
+    assert not np.array_equal(again, first)
+    np.testing.assert_array_equal(again, warp(mask.view(np.uint8), moved, dmd.shape) * 255)
+    dmd.affine = None
+    with pytest.raises(ValueError, match="not calibrated"):
+        dmd.index_map()

@@ -40,6 +40,30 @@ _DISTANCE_SIGMA = 1.0
 _SPLIT_PAD = int(4.0 * _DISTANCE_SIGMA + 0.5) + 1
 
 
+def _gaussian_weights(sigma: float, truncate: float = 4.0) -> NDArray[np.float64]:
+    """The 1-D kernel `scipy.ndimage.gaussian_filter` correlates with, built as it builds it."""
+    radius = int(truncate * sigma + 0.5)
+    x = np.arange(-radius, radius + 1)
+    phi = np.exp(-0.5 / (sigma * sigma) * x**2)
+    return (phi / phi.sum())[::-1].copy()
+
+
+_DISTANCE_WEIGHTS = _gaussian_weights(_DISTANCE_SIGMA)
+
+
+def _smooth_distance(distance: NDArray[np.float64]) -> NDArray[np.float64]:
+    """``gaussian_filter(distance, _DISTANCE_SIGMA)``, bit for bit, for a small box.
+
+    The same two `scipy.ndimage.correlate1d` passes with the same kernel, without
+    `gaussian_filter`'s per-call set-up, which is most of its cost on an object's box
+    (~25 µs of ~35; once per object, ~40 objects per frame: issue 11).
+    """
+    out = np.empty_like(distance)
+    ndimage.correlate1d(distance, _DISTANCE_WEIGHTS, 0, out, "reflect")
+    ndimage.correlate1d(out, _DISTANCE_WEIGHTS, 1, out, "reflect")
+    return out
+
+
 def _as_2d(image: NDArray[Any], who: str) -> NDArray[np.float32]:
     img = np.asarray(image)
     if img.ndim != 2:
@@ -87,7 +111,10 @@ def _at_most_one_peak(surface: NDArray[np.floating]) -> bool:
     background plateau) are never part of a regional maximum of a surface that is positive
     somewhere, and are left out.
     """
-    peaks = surface == ndimage.maximum_filter(surface, size=3, mode="nearest")
+    # maximum_filter(surface, size=3, mode="nearest") as the two 1-D passes it makes
+    highest = ndimage.maximum_filter1d(surface, 3, 0, mode="nearest")
+    ndimage.maximum_filter1d(highest, 3, 1, highest, mode="nearest")
+    peaks = surface == highest
     peaks &= surface > 0
     if np.count_nonzero(peaks) <= 1:
         return True
@@ -188,8 +215,7 @@ class OtsuSegmenter:
         ``None`` if it stays whole; otherwise its parts labelled 1..m in ``mask``'s box, with
         parts smaller than ``min_area`` set to 0.
         """
-        distance = ndimage.distance_transform_edt(mask)
-        distance = ndimage.gaussian_filter(distance, _DISTANCE_SIGMA)
+        distance = _smooth_distance(ndimage.distance_transform_edt(mask))
         if _at_most_one_peak(distance):
             return None  # at most one seed: the watershed would return the object as it is
         # an object too thin to have a maximum `split_depth` deep gets no seed: keep it whole

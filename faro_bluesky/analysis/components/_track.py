@@ -40,7 +40,10 @@ def _positions(cells: pd.DataFrame) -> NDArray[np.float64]:
     missing = {"x", "y"} - set(cells.columns)
     if missing:
         raise ValueError(f"cells need columns 'x' and 'y' to be tracked; missing {sorted(missing)}")
-    return cells[["x", "y"]].to_numpy(dtype=np.float64).reshape(-1, 2)
+    # two column reads, not cells[["x", "y"]] (a new frame: ~10x slower for ~40 cells)
+    return np.column_stack(
+        [cells["x"].to_numpy(dtype=np.float64), cells["y"].to_numpy(dtype=np.float64)]
+    ).reshape(-1, 2)
 
 
 @dataclass
@@ -193,9 +196,19 @@ class NearestNeighbourTracker(_PerFovTracker):
         graph = coo_matrix((np.ones(ti.size), (ti, n_t + ci)), shape=(n_t + n_c,) * 2)
         _, component = connected_components(graph, directed=False)
         death = self.search_range**2
-        links: list[tuple[int, int]] = []
         pair_component = component[ti]
-        for comp in np.unique(pair_component):
+        # A group with one candidate pair (one track, one cell: most groups when cells are
+        # further apart than they move) is solved without the solver: link unless ending
+        # the track is cheaper, as linear_sum_assignment decides for [[d², death]]. Only
+        # the crowded groups go through the solver, one call each.
+        pairs_in = np.bincount(pair_component, minlength=component.max() + 1)
+        alone = pairs_in[pair_component] == 1
+        linked = alone & (dist**2 <= death)
+        links: list[tuple[int, int]] = list(
+            zip(ti[linked].tolist(), ci[linked].tolist(), strict=True)
+        )
+        crowded = ~alone
+        for comp in np.unique(pair_component[crowded]):
             sel = pair_component == comp
             t_idx, t_inv = np.unique(ti[sel], return_inverse=True)
             c_idx, c_inv = np.unique(ci[sel], return_inverse=True)
