@@ -1,134 +1,148 @@
-"""Closed-loop latency and scheduling lag of `optogenetic_plan` with the `Analyzer`.
+"""Closed-loop latency and schedule lag of `optogenetic_plan` with the `Analyzer`.
 
-Prints, for 1 and 4 FOVs at a 1 s interval on the simulated 512x512 microscope in
-``"current"`` mode (Otsu segmentation, ERK-KTR features, tracking, half the cells lit):
+Everything is measured from the run's documents (`faro_bluesky.storage.run_timing`), as a
+user would measure a stored run: each frame's exposure start/end (``camera-timing``), the
+visit's scheduled start, the mask event's timestamp (mask ready) and the DMD reading's
+timestamp (pattern shown). Prints, per stage, p50/p95/p99/max:
 
-- closed-loop latency: end of the visit's last imaging exposure -> its mask shown on the DMD;
-- of which analysis: the visit's stack complete -> its mask published (`VisitSummary.mask_ms`);
-- scheduling lag: first frame's exposure start - the visit's scheduled start.
+- lag: scheduled start -> the visit's first exposure starts;
+- pixels_to_mask: the source frame's exposure end -> its mask is ready (the plan has it);
+- mask_to_dmd: -> the pattern is shown on the DMD;
+- dmd_to_stim: -> the stimulation exposure starts;
+- total: exposure end -> stim exposure start;
+- framework: total minus the analyzer's own time from the complete stack to the mask
+  (``mask_ms`` of its summaries): what the plan, devices and documents cost.
 
-Run: ``uv run python benchmarks/closed_loop_latency.py [--timepoints N]``.
+Configuration (issue "Closed loop in 30 ms"): 512x512, current mode, 2 imaging channels of
+20 ms (miRFP, ERKKTR), 50 ms stimulation on every frame, Otsu + ERK-KTR + nearest-neighbour
+tracking + ``FractionOfCells(0.5)``, 1 s interval; 1 FOV and 4 FOVs staggered
+(``time_per_fov=0.25``). ``--whole-field`` runs without analysis (whole-field light).
+``--throughput`` runs visits back to back (interval 0... per FOV) for 4, 16 and 64 FOVs
+and compares visits/s with the physical limit (stage travel + exposures per visit).
+
+Run: ``uv run python benchmarks/closed_loop_latency.py [--timepoints N] [--whole-field]``.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import os
 import tempfile
+import time
 
 import numpy as np
+import pandas as pd
 from bluesky import RunEngine
 
 from faro_bluesky.analysis import Analyzer
 from faro_bluesky.analysis.components import ErkKtrFeatures, FractionOfCells, OtsuSegmenter
 from faro_bluesky.plans import Channel, Phase, optogenetic_plan
 from faro_bluesky.sim import sim_microscope
+from faro_bluesky.storage import events_table, run_timing
+
+IMAGING = [Channel("miRFP", 20), Channel("ERKKTR", 20)]
+STIM = [Channel("Cyan", 50, power=20)]
 
 
-def percentiles(values: list[float]) -> str:
-    """p50 / p95 / max of ``values`` in ms."""
-    a = np.asarray(values) * 1000.0
-    return (
-        f"p50 {np.percentile(a, 50):7.1f}  p95 {np.percentile(a, 95):7.1f}  max {a.max():7.1f} ms"
-    )
+def load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load {one:.2f} {five:.2f} {fifteen:.2f}"
 
 
-def measure(
-    n_fovs: int, timepoints: int, data_dir: str
-) -> tuple[list[float], list[float], list[float]]:
-    """Run one experiment; return (closed-loop latencies, scheduling lags, mask times) in s."""
-    RE = RunEngine(context_managers=[], call_returns_result=True)
-    scope = sim_microscope(seed=0, data_dir=data_dir, dmd_calibrated=True)
-    frames: dict[tuple[str, int], float] = {}  # (uri, index) -> exposure end (epoch s)
-    scope.camera.frames.frame_added.connect(
-        lambda f: frames.__setitem__((f.uri, f.index), f.timestamp)
-    )
-    shown: list[float] = []  # DMD pattern shown (epoch s), lit patterns only
+def percentiles(values: pd.Series | list[float]) -> str:
+    a = pd.to_numeric(pd.Series(values), errors="coerce").dropna().to_numpy()
+    if not len(a):
+        return "n/a"
+    p50, p95, p99 = np.percentile(a, [50, 95, 99])
+    return f"p50 {p50:6.1f}  p95 {p95:6.1f}  p99 {p99:6.1f}  max {a.max():6.1f} ms  (n={len(a)})"
 
-    def on_dmd(readings) -> None:
-        (reading,) = readings.values()
-        if reading["value"] > 0:
-            shown.append(reading["timestamp"])
 
-    async def watch_dmd() -> None:  # signals subscribe on the RunEngine's loop
-        scope.dmd.fraction.subscribe(on_dmd)
-
-    asyncio.run_coroutine_threadsafe(watch_dmd(), RE.loop).result()
-    visits: list[dict] = []
-    streams: dict[str, str] = {}
-    datums: dict[tuple[str, int], tuple[str, int]] = {}
-    resources: dict[str, str] = {}
-
-    def cb(name, doc):
-        if name == "descriptor":
-            streams[doc["uid"]] = doc["name"]
-        elif name == "stream_resource":
-            resources[doc["uid"]] = doc["uri"]
-        elif name == "stream_datum":
-            datums[(doc["descriptor"], doc["seq_nums"]["start"])] = (
-                resources[doc["stream_resource"]],
-                doc["indices"]["start"],
-            )
-        elif name == "event" and streams.get(doc["descriptor"]) == "primary":
-            d = doc["data"]
-            loc = datums[(doc["descriptor"], doc["seq_num"])]
-            visits.append(
-                {
-                    **{k: d[k] for k in d if k.startswith("visit-")},
-                    "loc": loc,
-                    "exposure": d.get("channel-exposure", 0.0),
-                }
-            )
-
-    analyzer = Analyzer(
+def analyzer() -> Analyzer:
+    return Analyzer(
         segmenter=OtsuSegmenter(channel="miRFP"),
         features=ErkKtrFeatures(channel="ERKKTR"),
         stimulator=FractionOfCells(0.5),
     )
-    fovs = [(400.0 * i, 0.0) for i in range(n_fovs)]
-    phase = Phase(
-        "stim",
-        interval=1.0,
-        n_frames=timepoints,
-        channels=[Channel("miRFP", 20), Channel("ERKKTR", 20)],
-        stim_channels=[Channel("Cyan", 50, power=20)],
-        stim_frames=range(timepoints),
-    )
-    RE.subscribe(cb)
-    RE(optogenetic_plan(fovs, [phase], microscope=scope, analyzer=analyzer))
-    analyzer.close()
-    mask_times = [s.mask_ms / 1000.0 for s in analyzer.summaries if s.mask_ms == s.mask_ms]
-    scope.close()
 
-    latencies, lags = [], []
-    by_visit: dict[tuple[int, int], list[dict]] = {}
-    for v in visits:
-        by_visit.setdefault((v["visit-p"], v["visit-t"]), []).append(v)
-    shown_sorted = sorted(shown)
-    for frames_of_visit in by_visit.values():
-        images = [v for v in frames_of_visit if v["visit-kind"] == "image"]
-        first, last = images[0], images[-1]
-        start = frames[first["loc"]] - first["exposure"] / 1000.0
-        lags.append(start - first["visit-scheduled"])
-        end = frames[last["loc"]]
-        after = [s for s in shown_sorted if s >= end]
-        if after:
-            latencies.append(after[0] - end)
-    return latencies, lags, mask_times
+
+def run(n_fovs: int, timepoints: int, *, whole_field: bool, interval: float = 1.0):
+    """One experiment; its primary and mask event tables, and the analyzer (or None)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        RE = RunEngine(context_managers=[], call_returns_result=True)
+        scope = sim_microscope(seed=0, data_dir=tmp, dmd_calibrated=True)
+        streams: dict[str, str] = {}
+        events: dict[str, list[dict]] = {"primary": [], "mask": []}
+
+        def cb(name, doc):
+            if name == "descriptor":
+                streams[doc["uid"]] = doc["name"]
+            elif name == "event" and streams.get(doc["descriptor"]) in events:
+                events[streams[doc["descriptor"]]].append(doc)
+
+        RE.subscribe(cb)
+        an = None if whole_field else analyzer()
+        phase = Phase(
+            "stim",
+            interval=interval,
+            n_frames=timepoints,
+            channels=IMAGING,
+            stim_channels=STIM,
+            stim_frames=range(timepoints),
+        )
+        fovs = [(400.0 * i, 0.0) for i in range(n_fovs)]
+        tpf = interval / n_fovs if n_fovs > 1 and interval > 0 else None
+        t0 = time.perf_counter()
+        RE(optogenetic_plan(fovs, [phase], microscope=scope, analyzer=an, time_per_fov=tpf))
+        elapsed = time.perf_counter() - t0
+        if an is not None:
+            an.close()
+        scope.close()
+    return events_table(events["primary"]), events_table(events["mask"]), an, elapsed
+
+
+def latency(n_fovs: int, timepoints: int, whole_field: bool) -> None:
+    primary, masks, an, _ = run(n_fovs, timepoints, whole_field=whole_field)
+    timing = run_timing(primary, masks)
+    lat = timing.latency
+    label = "whole field" if whole_field else "closed loop"
+    print(f"{label}, {n_fovs} FOV(s), {timepoints} timepoints ({load()})")
+    print(f"  lag             {percentiles(timing.lag['lag_ms'])}")
+    for stage in ("pixels_to_mask", "mask_to_dmd", "dmd_to_stim", "total"):
+        print(f"  {stage:<15} {percentiles(lat[stage])}")
+    if an is not None:
+        mask_ms = {(s.fov, s.t): s.mask_ms for s in an.summaries}
+        analysis = lat.apply(lambda r: mask_ms.get((r["p"], r["t"]), np.nan), axis=1)
+        print(f"  analyzer        {percentiles(analysis)}")
+        print(f"  framework       {percentiles(lat['total'] - analysis)}")
+
+
+def throughput(n_fovs: int) -> None:
+    """Visits/s back to back (interval 0 per FOV) against stage travel + exposures."""
+    scope_speed = 5000.0  # µm/s, the sim stage (SimOptions.stage_speed_um_s)
+    step = 400.0  # µm between neighbouring FOVs
+    per_visit = (sum(c.exposure for c in IMAGING) + sum(c.exposure for c in STIM)) / 1000
+    limit = 1.0 / (per_visit + step / scope_speed)
+    primary, _, _, elapsed = run(n_fovs, 2, whole_field=False, interval=0.0)
+    visits = primary.groupby(["visit-t", "visit-p"]).ngroups
+    rate = visits / elapsed
+    print(
+        f"throughput {n_fovs:3d} FOVs: {rate:5.2f} visits/s, physical limit {limit:5.2f} "
+        f"({rate / limit:.2f} of it; {load()})"
+    )
 
 
 def main() -> None:
-    """Print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--timepoints", type=int, default=10)
+    parser.add_argument("--timepoints", type=int, default=20)
+    parser.add_argument("--whole-field", action="store_true")
+    parser.add_argument("--throughput", action="store_true")
     args = parser.parse_args()
-    print(f"closed loop, current mode, 512x512, interval 1 s, {args.timepoints} timepoints")
+    if args.throughput:
+        for n in (4, 16, 64):
+            throughput(n)
+        return
     for n in (1, 4):
-        with tempfile.TemporaryDirectory() as tmp:
-            latencies, lags, mask_times = measure(n, args.timepoints, tmp)
-        print(f"{n} FOV(s)  latency exposure end -> DMD  {percentiles(latencies)}")
-        print(f"{n} FOV(s)   of which stack -> mask out  {percentiles(mask_times)}")
-        print(f"{n} FOV(s)  scheduling lag              {percentiles(lags)}")
+        latency(n, args.timepoints, args.whole_field)
 
 
 if __name__ == "__main__":

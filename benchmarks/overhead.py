@@ -148,7 +148,11 @@ def measure(
 
 
 def lag(interval: float = 1.0, n: int = 30, n_fovs: int = 1) -> list[float]:
-    """Scheduled start -> exposure start of each visit's first frame (ms)."""
+    """Scheduled start -> exposure start of each visit's first frame (ms).
+
+    Several FOVs are staggered (``time_per_fov``): each has its own slot in the interval,
+    so its visit is due when the previous one has had time to finish.
+    """
     tmp = tempfile.mkdtemp(prefix="faro-lag-")
     RE = RunEngine(context_managers=[], call_returns_result=True)
     scope = sim_microscope(seed=0, data_dir=tmp)
@@ -163,7 +167,12 @@ def lag(interval: float = 1.0, n: int = 30, n_fovs: int = 1) -> list[float]:
 
     RE.subscribe(cb)
     phase = Phase("lag", interval=interval, n_frames=n, channels=[Channel("miRFP", 10)])
-    RE(optogenetic_plan(fov_list(n_fovs), [phase], microscope=scope, analyzer=None))
+    tpf = interval / n_fovs if n_fovs > 1 else None
+    RE(
+        optogenetic_plan(
+            fov_list(n_fovs), [phase], microscope=scope, analyzer=None, time_per_fov=tpf
+        )
+    )
     scope.close()
     firsts = starts[::1]  # one channel: every frame is a visit's first
     return [(s - d) * 1000.0 for s, d in zip(firsts, scheduled, strict=False)]
