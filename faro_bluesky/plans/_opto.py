@@ -28,6 +28,7 @@ from ._stubs import (
     move,
     read_event,
     record_summaries,
+    set_channel,
     stimulate,
     trigger_and_read_complete,
     wait_until,
@@ -112,6 +113,28 @@ def visit(
         yield from _stim(v.t)
     if per_visit:
         yield from trigger_and_read_complete([*per_visit, tag] if tag else per_visit, "per_visit")
+
+
+def prepare_visit(
+    microscope: Microscope,
+    v: Visit,
+    *,
+    stim_mode: str = "current",
+    clock: PauseClock | None = None,
+    applied: dict[str, Any],
+) -> MsgGenerator[None]:
+    """Move the stage to visit ``v``'s FOV and apply its first imaging preset.
+
+    Done before the visit is due, so that its first exposure starts on schedule. In
+    ``"previous"`` mode a stimulating visit begins with the stimulation, whose channel is
+    set with the DMD pattern, so only the stage moves then. ``applied`` is shared with
+    `visit`, which then skips what is already in place.
+    """
+    if applied.get("xy") != v.xy:
+        yield from move(microscope.stage, v.xy, clock=clock)
+        applied["xy"] = v.xy
+    if v.channels and not (v.stim and stim_mode == "previous"):
+        yield from set_channel(microscope.channel, v.channels[0], clock=clock, applied=applied)
 
 
 class OptogeneticPlan(Generator[Msg, Any, str]):
@@ -425,9 +448,14 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
                 def deadline(v: Visit = v, late: float = late) -> float:
                     return t0 + v.time + late + (clock.consume()[0] if shift else 0.0)
 
-                yield from wait_until(deadline)
-                tag.update(v, scheduled=deadline())
                 try:
+                    # stage and first preset go to the visit while it is not yet due, so
+                    # its first exposure starts on time (the lag is the exposure's)
+                    yield from prepare_visit(
+                        scope, v, stim_mode=self.stim_mode, clock=clock, applied=applied
+                    )
+                    yield from wait_until(deadline)
+                    tag.update(v, scheduled=deadline())
                     yield from visit(
                         scope,
                         v,
@@ -441,6 +469,7 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
                     )
                 except DeviceFault as fault:
                     misses += 1
+                    tag.update(v, scheduled=deadline())  # (a move may fail before it is due)
                     yield from self._missed(v, fault, tag, missed, misses)
                     last_t.pop(v.p, None)  # no frame: no mask comes from this visit
                 else:
