@@ -17,7 +17,8 @@ Configuration (issue "Closed loop in 30 ms"): 512x512, current mode, 2 imaging c
 20 ms (miRFP, ERKKTR), 50 ms stimulation on every frame, Otsu + ERK-KTR + nearest-neighbour
 tracking + ``FractionOfCells(0.5)``, 1 s interval; 1 FOV and 4 FOVs staggered
 (``time_per_fov=0.25``). ``--whole-field`` runs without analysis (whole-field light).
-``--throughput`` runs visits back to back (interval 0... per FOV) for 4, 16 and 64 FOVs
+FOVs sit on a square grid 400 µm apart (one field of view), visited in a snake order.
+``--throughput`` runs visits back to back for 4, 16 and 64 FOVs
 and compares visits/s with the physical limit (stage travel + exposures per visit).
 
 Run: ``uv run python benchmarks/closed_loop_latency.py [--timepoints N] [--whole-field]``.
@@ -57,6 +58,17 @@ def percentiles(values: pd.Series | list[float]) -> str:
     return f"p50 {p50:6.1f}  p95 {p95:6.1f}  p99 {p99:6.1f}  max {a.max():6.1f} ms  (n={len(a)})"
 
 
+def grid(n: int, step: float = 400.0) -> list[tuple[float, float]]:
+    """``n`` FOVs on a square grid ``step`` µm apart, in a snake order (short moves, also
+    back to the first: a 1-D row would make the return trip the longest move)."""
+    side = int(np.ceil(np.sqrt(n)))
+    out = []
+    for r in range(side):
+        cols = range(side) if r % 2 == 0 else reversed(range(side))
+        out += [(c * step, r * step) for c in cols]
+    return out[:n]
+
+
 def analyzer() -> Analyzer:
     return Analyzer(
         segmenter=OtsuSegmenter(channel="miRFP"),
@@ -89,7 +101,7 @@ def run(n_fovs: int, timepoints: int, *, whole_field: bool, interval: float = 1.
             stim_channels=STIM,
             stim_frames=range(timepoints),
         )
-        fovs = [(400.0 * i, 0.0) for i in range(n_fovs)]
+        fovs = grid(n_fovs)
         tpf = interval / n_fovs if n_fovs > 1 and interval > 0 else None
         t0 = time.perf_counter()
         RE(optogenetic_plan(fovs, [phase], microscope=scope, analyzer=an, time_per_fov=tpf))

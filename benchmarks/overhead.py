@@ -51,7 +51,13 @@ def load() -> str:
 
 
 def fov_list(n: int) -> list[tuple[float, float]]:
-    return [(400.0 * i, 0.0) for i in range(n)]
+    """``n`` FOVs 400 µm apart on a square grid, snake order (every move one step)."""
+    side = int(np.ceil(np.sqrt(n)))
+    out = []
+    for r in range(side):
+        cols = range(side) if r % 2 == 0 else reversed(range(side))
+        out += [(c * 400.0, r * 400.0) for c in cols]
+    return out[:n]
 
 
 class Bench:
