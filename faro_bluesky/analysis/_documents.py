@@ -90,8 +90,9 @@ class DocumentIndex:
     """Follows a run's documents and yields each visit stack once its last frame arrives.
 
     ``feed(name, doc)`` returns the stacks completed by that document (usually none or one),
-    and ``fired`` masks as ``(stim FrameRef, mask)`` pairs: the `mask` stream event that
-    precedes a stimulation exposure is matched with the stim frame that follows it.
+    and ``fired`` masks as ``(stim FrameRef, mask)`` pairs: a `mask` stream event is matched
+    with the stim frames of its FOV that precede it (the plan records a mask once its light
+    went out), or, in runs recorded before that, with the stim frames that follow it.
     ``early`` lists the frames that arrived while their stack still misses frames (so the
     analyzer can segment a plane while the visit's other planes are being exposed).
     """
@@ -103,6 +104,7 @@ class DocumentIndex:
         self._datums: dict[tuple[str, int], tuple[str, int]] = {}
         self._partial: dict[tuple[int, int, str], list[FrameRef]] = {}
         self._last_mask: NDArray | None = None
+        self._unmasked: list[FrameRef] = []  # stim frames whose mask event is still to come
         self.fired: list[tuple[FrameRef, NDArray]] = []
         self.early: list[FrameRef] = []
 
@@ -143,7 +145,14 @@ class DocumentIndex:
         if stream == "mask":
             mask_key = next((k for k in data if k.endswith("-mask")), None)
             if mask_key is not None:
-                self._last_mask = np.asarray(data[mask_key])
+                mask = np.asarray(data[mask_key])
+                fov = next((int(v) for k, v in data.items() if k.endswith("-fov")), None)
+                mine = [r for r in self._unmasked if fov is None or r.fov == fov]
+                if mine:  # the stimulation it lit came first
+                    self.fired += [(r, mask) for r in mine]
+                    self._unmasked = [r for r in self._unmasked if r not in mine]
+                else:  # an older run: the stimulation follows
+                    self._last_mask = mask
             return []
         if stream != "primary" or "visit-kind" not in data:
             return []
@@ -167,8 +176,12 @@ class DocumentIndex:
             ref=bool(data.get("visit-ref", False)),
             metadata=json.loads(data.get("visit-metadata", "{}") or "{}"),
         )
-        if ref.kind == "stim" and self._last_mask is not None:
-            self.fired.append((ref, self._last_mask))
+        if ref.kind == "stim":
+            if self._last_mask is not None:
+                self.fired.append((ref, self._last_mask))
+            else:
+                self._unmasked.append(ref)
+        else:
             self._last_mask = None
         key = (ref.fov, ref.t, ref.kind)
         frames = self._partial.setdefault(key, [])

@@ -73,6 +73,8 @@ class MaskFacet(StandardReadable, Movable[tuple[int, int]], Stoppable):
         self._cancel: asyncio.Event | None = None
         self.interrupted = False
         """True when the last trigger was ended by `stop` rather than by a mask or timeout."""
+        self.value: NDArray[np.uint8] = np.zeros(self.camera_shape, np.uint8)
+        """The mask of the last trigger (0/1, camera pixels), as ``mask`` reads it."""
         self.fetched = 0
         """Masks asked for (triggers not interrupted by a pause)."""
         self.delivered = 0
@@ -139,6 +141,7 @@ class MaskFacet(StandardReadable, Movable[tuple[int, int]], Stoppable):
         except (TimeoutError, ValueError, RuntimeError, asyncio.CancelledError):
             mask, missed = np.zeros(self.camera_shape, np.uint8), True
             self.interrupted = cancelled in done
+        self.value = mask
         self._set_mask(mask)
         self._set_fov(fov)
         self._set_t(t)

@@ -27,6 +27,7 @@ from ._stubs import (
     fetch_mask,
     move,
     read_event,
+    record_mask,
     record_summaries,
     set_channel,
     stimulate,
@@ -99,10 +100,19 @@ def visit(
     def _stim(source_t: int) -> MsgGenerator[None]:
         mask = True
         if masks is not None:
-            mask = yield from fetch_mask(masks, v.p, source_t, clock=clock)
-        yield from stimulate(
-            scope.camera, scope.channel, scope.dmd, mask, v.stim_channels, **common
-        )
+            mask = yield from fetch_mask(masks, v.p, source_t, clock=clock, record=False)
+        # the mask event is composed after the stimulation (off the latency path); a
+        # stimulation cut short by a device fault still records the mask it used
+        try:
+            yield from stimulate(
+                scope.camera, scope.channel, scope.dmd, mask, v.stim_channels, **common
+            )
+        except DeviceFault:
+            if masks is not None:
+                yield from record_mask(masks)
+            raise
+        if masks is not None:
+            yield from record_mask(masks)
 
     if v.stim and stim_mode == "previous" and mask_t is not None:
         yield from _stim(mask_t)

@@ -208,14 +208,21 @@ def acquire(
 
 
 def fetch_mask(
-    masks: MaskFacet, fov: int, t: int, *, clock: PauseClock | None = None
+    masks: MaskFacet,
+    fov: int,
+    t: int,
+    *,
+    clock: PauseClock | None = None,
+    record: bool = True,
 ) -> MsgGenerator[NDArray | bool]:
-    """Read the mask of frame ``(fov, t)`` through ``masks`` (stream ``"mask"``).
+    """Get the mask of frame ``(fov, t)`` through ``masks`` and record it (stream ``mask``).
 
-    Reading it through a device records the mask that will fire in the documents; a wait
-    a pause interrupted is asked again after the resume, not recorded. A mask
-    lighting every camera pixel comes back as ``True`` (whole field: every mirror on, no
-    calibration needed) and an empty one as ``False``.
+    Reading it through a device records the mask that fires in the documents; a wait a
+    pause interrupted is asked again after the resume, not recorded. A mask lighting every
+    camera pixel comes back as ``True`` (whole field: every mirror on, no calibration
+    needed) and an empty one as ``False``. With ``record=False`` the caller records it
+    later with `record_mask` (the experiment plan does so after the stimulation has
+    started, keeping the event's composition off the closed loop's critical path).
     """
     while True:
         before = _pauses(clock)
@@ -223,13 +230,19 @@ def fetch_mask(
         yield from trigger_complete([masks])
         if not (masks.interrupted and _pauses(clock) != before):
             break  # a pause ended the wait: ask again now that we run again
-    readings = yield from read_event([masks], "mask")
-    mask = readings[f"{masks.name}-mask"]["value"]
+    if record:
+        yield from record_mask(masks)
+    mask = masks.value
     if mask.all():
         return True
     if not mask.any():
         return False
     return mask
+
+
+def record_mask(masks: MaskFacet) -> MsgGenerator[dict[str, Any]]:
+    """Record the mask ``masks`` last fetched as an event of stream ``mask``."""
+    return (yield from read_event([masks], "mask"))
 
 
 def stimulate(
@@ -260,11 +273,21 @@ def stimulate(
     """
     out = []
     for c, setting in enumerate(settings):
-        while True:
+        while True:  # pattern and stim preset together: one round trip, not two
             before = _pauses(clock)
+            target = LightSetting.coerce(setting)
+            group = new_uid()
             if dmd is not None:
-                yield from move(dmd, mask, clock=clock)
-            yield from set_channel(channel, setting, clock=clock, applied=applied)
+                yield Msg("set", dmd, mask, group=group)
+            if applied is None or applied.get("channel") != target:
+                yield Msg("set", channel, target, group=group)
+            try:
+                yield Msg("wait", None, group=group)
+            except FailedStatus as exc:
+                name = getattr(exc.args[0], "name", "") if exc.args else ""
+                raise DeviceFault(name or "dmd/channel", _status_error(exc)) from exc
+            if applied is not None:
+                applied["channel"] = target
             if _pauses(clock) == before:
                 break
         if tag is not None:
