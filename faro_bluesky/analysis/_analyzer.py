@@ -27,6 +27,7 @@ import threading
 import time
 import traceback
 import uuid
+import warnings
 from collections import defaultdict, deque
 from collections.abc import Mapping
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
@@ -47,7 +48,8 @@ from ._jobs import (
     segment,
     with_features,
 )
-from ._outputs import LabelStore, TracksStore, read_tracks
+from ._journal import TracksJournal
+from ._outputs import LabelStore, read_tracks
 from ._protocols import (
     FeatureExtractor,
     FrameInfo,
@@ -94,6 +96,9 @@ class Analyzer:
         Where label images and tracks go; default: inside the run's zarr store.
     max_inflight : int
         Stacks handed to the executor at once; more wait as references (deferred).
+    flush_every : int
+        Deprecated and ignored: every visit's tracks rows are on disk before its summary
+        is published (`_journal`).
 
     """
 
@@ -110,7 +115,7 @@ class Analyzer:
         output: str | Path | None = None,
         max_inflight: int | None = None,
         history: int = 50,
-        flush_every: int = 20,
+        flush_every: int | None = None,
     ) -> None:
         if mask_timeout <= 0:
             raise ValueError(f"mask_timeout must be > 0 s, got {mask_timeout}")
@@ -132,7 +137,12 @@ class Analyzer:
         self.output = Path(output) if output is not None else None
         self.max_inflight = max_inflight or 2 * workers
         self.history = history
-        self.flush_every = flush_every
+        if flush_every is not None:
+            warnings.warn(
+                "Analyzer(flush_every=...) is ignored: tracks are written per visit",
+                DeprecationWarning,
+                stacklevel=2,
+            )
         self.board = MaskBoard()
         self.errors: list[AnalysisError] = []
         self.summaries: list[VisitSummary] = []
@@ -259,11 +269,10 @@ class Analyzer:
         return len(self._unread)
 
     def tracks(self, fov: int | None = None) -> pd.DataFrame:
-        """The current run's tracks table so far (flushes pending rows first)."""
+        """The current run's tracks table so far (every visit analysed: each is on disk)."""
         self.wait_idle(timeout=None)
         if self._tracks is None or self._root is None:
             return pd.DataFrame()
-        self._tracks.flush()
         return read_tracks(self._root, fov)
 
     def wait_idle(self, timeout: float | None = 60.0) -> bool:
@@ -339,7 +348,7 @@ class Analyzer:
         self._stim_mode = "current"
         self._root: Path | None = self.output
         self._labels: LabelStore | None = None
-        self._tracks: TracksStore | None = None
+        self._tracks: TracksJournal | None = None
         self._order: dict[int, deque[int]] = defaultdict(deque)
         self._visits: dict[tuple[int, int], Visit] = {}
         self._early: dict[tuple[int, int], Future | None] = {}
@@ -360,6 +369,8 @@ class Analyzer:
             item = self._inbox.get()
             try:
                 if item[0] == "close":
+                    if self._tracks is not None:
+                        self._tracks.close()
                     return
                 self._handle(item)
             except Exception as exc:
@@ -414,7 +425,7 @@ class Analyzer:
         if self._labels is None:
             self._root = self.output or _fresh_root(store_path(uri))
             self._labels = LabelStore(self._root)
-            self._tracks = TracksStore(self._root, flush_every=self.flush_every)
+            self._tracks = TracksJournal(self._root)
 
     def _accept(self, stack: Stack, arrived: float) -> None:
         head = stack.head
@@ -687,7 +698,11 @@ class Analyzer:
             visit.masked = True
 
     def _complete(self, visit: Visit) -> None:
-        """After the mask: lit fractions, label images, tracks, the summary."""
+        """After the mask: lit fractions, label images, tracks, the summary.
+
+        The tracks rows are on disk before the summary is published, so a run killed after
+        its ``analysis`` event was logged still has that visit's rows.
+        """
         fov, t = visit.key
         del self._visits[visit.key]
         head = visit.stack.head
@@ -700,8 +715,10 @@ class Analyzer:
                 self._waiting_ref[(fov, t)] = (cells, result)
                 if (fov, t) in self._refs:
                     self._apply_ref((fov, t), self._refs.pop((fov, t)))
+                else:  # on disk now; the record with the reference features replaces it
+                    self._write_tracks(visit.key, cells, visit.errors, provisional=True)
             else:
-                self._tracks.append(fov, cells)
+                self._write_tracks(visit.key, cells, visit.errors)
         activity = cells["cnr"].mean() if "cnr" in cells and len(cells) else math.nan
         summary = VisitSummary(
             fov=fov,
@@ -736,7 +753,23 @@ class Analyzer:
             cells = self.ref_features.extract(result.labels, image, cells, info)
         except Exception as exc:
             self._record("ref_features", exc, *key)
-        self._tracks.append(key[0], cells)
+        self._write_tracks(key, cells)
+
+    def _write_tracks(
+        self,
+        key: tuple[int, int],
+        cells: pd.DataFrame,
+        errors: list[str] | None = None,
+        *,
+        provisional: bool = False,
+    ) -> None:
+        """Journal a visit's rows; a disk failure is the visit's error, not the run's."""
+        try:
+            self._tracks.append(*key, cells, provisional=provisional)
+        except Exception as exc:
+            error = self._record("storage", exc, *key)
+            if errors is not None:
+                errors.append(str(error))
 
     def _finish_if_idle(self) -> None:
         if self._ended and not self._busy():
@@ -746,11 +779,12 @@ class Analyzer:
                 self._handle(item)
 
     def _finish_run(self) -> None:
-        for (fov, _), (cells, _) in list(self._waiting_ref.items()):
-            self._tracks.append(fov, cells)
-        self._waiting_ref.clear()
+        self._waiting_ref.clear()  # their rows are on disk already, as provisional records
         if self._tracks is not None:
-            self._tracks.flush()
+            try:
+                self._tracks.finish()
+            except Exception as exc:  # the journals stay, readable: the run is not lost
+                self._record("storage", exc)
         if self._labels is not None:
             self._labels.finish(self._n_frames)
         self._ended = False

@@ -4,9 +4,10 @@ Layout (docs/decisions/0009-analyzer.md): in the run's zarr store (or ``output``
 images are NGFF labels ``labels/<name>/0`` shaped like the raw ``camera`` array
 ``(N, 1, H, W)``; the label image of a visit sits at the raw index of its first imaging
 plane, the fired stimulation mask at the index of the stim readout frame, everything else
-is 0 (unwritten chunks cost nothing). Tracks are ``tracks/fov_<p>/part-<k>.parquet``, a
-part per flush: appending never rewrites history (faro rewrote the whole table every frame)
-and a killed process loses only the unflushed rows.
+is 0 (unwritten chunks cost nothing). Tracks are ``tracks/fov_<p>/part-<k>.parquet``,
+written per visit through a journal (`_journal.TracksJournal`): appending never rewrites
+history (faro rewrote the whole table every frame) and a killed process loses at most the
+visit being written.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import zarr
 from numpy.typing import NDArray
 
 from ..devices._zarr_store import ome_image_attrs
+from ._journal import read_fov
 
 LABEL_DTYPE = np.uint32
 
@@ -90,50 +92,16 @@ class LabelStore:
         return list(self._arrays)
 
 
-class TracksStore:
-    """Per-FOV tracks tables, appended as parquet parts every ``flush_every`` visits."""
-
-    def __init__(self, root: Path, *, flush_every: int = 20) -> None:
-        self.root = Path(root) / "tracks"
-        self.flush_every = flush_every
-        self._lock = threading.Lock()
-        self._pending: dict[int, list[pd.DataFrame]] = {}
-        self._parts: dict[int, int] = {}
-
-    def append(self, fov: int, rows: pd.DataFrame) -> None:
-        """Add one visit's rows; flush the FOV when enough are pending."""
-        with self._lock:
-            pending = self._pending.setdefault(fov, [])
-            pending.append(rows)
-            if len(pending) >= self.flush_every:
-                self._flush(fov)
-
-    def flush(self) -> None:
-        """Write every pending row."""
-        with self._lock:
-            for fov in list(self._pending):
-                self._flush(fov)
-
-    def _flush(self, fov: int) -> None:
-        frames = [f for f in self._pending.pop(fov, []) if len(f)]
-        if not frames:
-            return
-        folder = self.root / f"fov_{fov:04d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        if fov not in self._parts:  # continue after parts already there, never overwrite
-            self._parts[fov] = len(list(folder.glob("part-*.parquet")))
-        k = self._parts[fov]
-        table = pd.concat(frames, ignore_index=True)
-        table.to_parquet(folder / f"part-{k:06d}.parquet", compression="zstd", index=False)
-        self._parts[fov] = k + 1
-
-
 def read_tracks(root: Path | str, fov: int | None = None) -> pd.DataFrame:
-    """The tracks table of a run store (one FOV, or all), sorted by fov, t, particle."""
+    """The tracks table of a run store (one FOV, or all), sorted by fov, t, particle.
+
+    Consolidated parts and journals alike (`_journal`): a killed or running analysis reads
+    up to its last written visit.
+    """
     base = Path(root) / "tracks"
     folders = [base / f"fov_{fov:04d}"] if fov is not None else sorted(base.glob("fov_*"))
-    parts = [p for folder in folders for p in sorted(folder.glob("part-*.parquet"))]
-    if not parts:
+    frames = [table for folder in folders for table in read_fov(folder)]
+    if not frames:
         return pd.DataFrame()
-    table = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+    table = pd.concat(frames, ignore_index=True)
     return table.sort_values(["fov", "t", "particle"], ignore_index=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ._doclog import DocumentLog
-from ._embedded import CatalogDirectory, in_process_client
+from ._embedded import ARRAYS_DIR, CatalogDirectory, in_process_client
 from ._recorder import Recorder, Subscription
 from ._recover import ingest_log, recover_runs
 from ._run import Run
@@ -206,12 +206,17 @@ class Catalog:
         """
         if self.log_dir is None:
             return []
-        return recover_runs(self.client, self.log_dir)
+        return recover_runs(self.client, self.log_dir, arrays_dir=self._arrays_dir)
 
     def ingest(self, log: str | Path) -> Run:
         """Write a run from a raw document log into the catalog (replacing its entry)."""
-        uid = ingest_log(self.client, Path(log))
+        uid = ingest_log(self.client, Path(log), arrays_dir=self._arrays_dir)
         return self[uid]
+
+    @property
+    def _arrays_dir(self) -> Path | None:
+        """Tiled's own arrays of an embedded catalog (None for a remote one)."""
+        return self.directory.root / ARRAYS_DIR if self.directory is not None else None
 
     # -------------------------------------------------------------- reading
     def __len__(self) -> int:

@@ -12,6 +12,7 @@ abnormally. The log itself is never modified.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -84,8 +85,27 @@ def _drop_unwritten(items: list[Any]) -> tuple[list[Any], int]:
     return out, n_lost
 
 
-def ingest_log(client: Any, log: Path) -> str:
-    """Write the run in ``log`` into the catalog ``client``, replacing any entry; its uid."""
+def _remove_internal_arrays(arrays_dir: Path, uid: str) -> None:
+    """Delete tiled's own arrays of run ``uid`` (``<arrays_dir>/<uid>``) before rebuilding it.
+
+    Tiled creates an internal array's storage (e.g. the ``mask`` stream's ``mask-mask``)
+    before it commits the array's node, so a writer killed in between leaves storage no node
+    owns: deleting the run's entry does not remove it, and rebuilding the run then fails on
+    "an array exists". Everything under that directory is rewritten from the log.
+    """
+    folder = (arrays_dir / uid).resolve()
+    if folder.parent != arrays_dir.resolve():
+        return  # a uid that is not one path component: touch nothing
+    if folder.is_dir():
+        shutil.rmtree(folder)
+
+
+def ingest_log(client: Any, log: Path, *, arrays_dir: Path | None = None) -> str:
+    """Write the run in ``log`` into the catalog ``client``, replacing any entry; its uid.
+
+    ``arrays_dir``: the catalog's directory of tiled's own arrays (embedded catalogs),
+    cleared of the run's leftovers first.
+    """
     from bluesky_tiled_plugins import TiledWriter
     from event_model import compose_stop
 
@@ -100,6 +120,8 @@ def ingest_log(client: Any, log: Path) -> str:
         items, n_lost = _drop_unwritten(items)
     if uid in client:
         client.delete_contents(uid, recursive=True, external_only=False)
+    if arrays_dir is not None:
+        _remove_internal_arrays(arrays_dir, uid)
     writer = TiledWriter(client, batch_size=_INGEST_BATCH)
     counts: dict[str, int] = {}
     names: dict[str, str] = {}
@@ -133,7 +155,7 @@ def ingest_log(client: Any, log: Path) -> str:
     return uid
 
 
-def recover_runs(client: Any, log_dir: Path) -> list[str]:
+def recover_runs(client: Any, log_dir: Path, *, arrays_dir: Path | None = None) -> list[str]:
     """Rebuild every run of ``log_dir`` whose writer died and that lacks a complete entry."""
     from tiled.queries import KeyPresent
 
@@ -153,7 +175,7 @@ def recover_runs(client: Any, log_dir: Path) -> list[str]:
             continue  # an empty log: nothing to rebuild
         t0 = time.perf_counter()
         try:
-            ingest_log(client, log)
+            ingest_log(client, log, arrays_dir=arrays_dir)
         except Exception:
             logger.exception("could not rebuild run %s from %s", uid, log)
             continue

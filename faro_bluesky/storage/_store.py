@@ -9,6 +9,10 @@ Layout (docs/decisions/0016-run-store-layout.md)::
                                      index of the segmented plane, 0 elsewhere
       tracks/fov_<p:04d>/part-<k:06d>.parquet
                                      a FOV's tracks table = its parts concatenated in k order
+      tracks/fov_<p:04d>/part-<k:06d>.journal
+                                     the same rows while the analysis runs, or after it was
+                                     killed: a record per visit (`analysis._journal`);
+                                     part-<k>.parquet, once there, replaces part-<k>.journal
 
 The raw array's ``t`` axis is the frame index; which (t, p, c, kind) frame i is comes from
 the run's events (`Run.frames`). Arrays come back as dask arrays (one chunk per frame), so
@@ -43,7 +47,6 @@ TRACK_COLUMNS = {
     "phase": "object",
 }
 """The columns every tracks table has (features add more); an empty table has these."""
-_PART = re.compile(r"part-(\d+)\.parquet$")
 _FOV_DIR = re.compile(r"fov_(\d+)$")
 
 
@@ -109,27 +112,23 @@ class RunStore:
         return sorted(int(m.group(1)) for m in fovs if m)
 
     def track_parts(self, fov: int) -> list[Path]:
-        """The parquet parts of FOV ``fov``'s table, in order."""
-        folder = self.path / TRACKS / f"fov_{fov:04d}"
-        if not folder.is_dir():
-            return []
-        parts = [(m, p) for p in folder.iterdir() if (m := _PART.search(p.name))]
-        return [p for m, p in sorted(parts, key=lambda mp: int(mp[0].group(1)))]
+        """The parts of FOV ``fov``'s table in order: parquet, or journal if not consolidated."""
+        from ..analysis._journal import part_files  # not at import: analysis pulls skimage
+
+        return part_files(self.path / TRACKS / f"fov_{fov:04d}")
 
     def tracks(self, fov: int | None = None) -> pd.DataFrame:
         """Tracks of FOV ``fov`` (all FOVs if None), by fov, t, particle; empty if none.
 
-        A part that cannot be read (an analyzer killed mid-write) is skipped with a
-        warning naming it.
+        A killed analysis reads up to its last written visit (a torn last record of a
+        journal is skipped); a part that cannot be read at all is skipped. Both with a
+        warning naming the file.
         """
+        from ..analysis._journal import read_fov
+
         fovs = self.track_fovs() if fov is None else [fov]
-        frames = []
-        for p in fovs:
-            for part in self.track_parts(p):
-                try:
-                    frames.append(pd.read_parquet(part))
-                except Exception as exc:  # pyarrow raises several types for broken files
-                    logger.warning("skipped unreadable tracks part %s: %s", part, exc)
+        folders = [self.path / TRACKS / f"fov_{p:04d}" for p in fovs]
+        frames = [table for folder in folders for table in read_fov(folder, logger)]
         if not frames:
             return empty_tracks()
         table = pd.concat(frames, ignore_index=True)

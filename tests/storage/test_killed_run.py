@@ -1,21 +1,27 @@
-"""A run whose process is killed (SIGKILL) mid-way is readable up to its last visit."""
+"""A run whose process is killed (SIGKILL) mid-way is readable up to its last visit, and
+keeps the analysis of every visit whose summary was logged."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import zarr
 
-from faro_bluesky.storage import Catalog, read_document_log, writer_alive
+from faro_bluesky.analysis._journal import encode
+from faro_bluesky.storage import Catalog, LoggedDocument, read_document_log, writer_alive
 
 SCRIPT = Path(__file__).with_name("_killed_run.py")
 EVENTS_BEFORE_KILL = 15
+ANALYSED_BEFORE_KILL = 8
 
 
 def _logged_events(path: Path) -> int:
@@ -25,17 +31,17 @@ def _logged_events(path: Path) -> int:
     return logs[0].read_text().count('"name": "event"')
 
 
-def test_killed_run_is_readable_up_to_its_last_completed_visit(tmp_path):
-    path = tmp_path / "catalog"
+def _run_and_kill(path: Path, until: Callable[[Path], bool], *args: str) -> None:
+    """Run the script into the catalog at ``path``; SIGKILL it once ``until(path)``."""
     proc = subprocess.Popen(
-        [sys.executable, str(SCRIPT), str(path)],
+        [sys.executable, str(SCRIPT), str(path), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
     deadline = time.monotonic() + 120
     try:
-        while _logged_events(path) < EVENTS_BEFORE_KILL:
+        while not until(path):
             assert proc.poll() is None, proc.stdout.read()[-3000:]
             assert time.monotonic() < deadline, "the run never got going"
             time.sleep(0.05)  # polling the log for the condition, with a deadline
@@ -44,6 +50,11 @@ def test_killed_run_is_readable_up_to_its_last_completed_visit(tmp_path):
         proc.wait(timeout=30)
         proc.stdout.close()
     assert proc.returncode == -signal.SIGKILL
+
+
+def test_killed_run_is_readable_up_to_its_last_completed_visit(tmp_path):
+    path = tmp_path / "catalog"
+    _run_and_kill(path, lambda p: _logged_events(p) >= EVENTS_BEFORE_KILL)
 
     (log,) = (path / "documents").glob("*.jsonl")
     uid = log.stem
@@ -94,3 +105,62 @@ def test_killed_run_is_readable_up_to_its_last_completed_visit(tmp_path):
     assert on_disk.shape[0] == len(frames)
     np.testing.assert_array_equal(run.raw(via="tiled").compute(), on_disk[: len(frames)])
     assert Catalog.local(path).recover() == []  # rebuilt once, complete now
+
+
+def _logged(path: Path) -> list[LoggedDocument]:
+    logs = list((path / "documents").glob("*.jsonl"))
+    return list(read_document_log(logs[0])) if logs else []
+
+
+def _summaries(logged: list[LoggedDocument]) -> list[dict]:
+    """The data of the ``analysis`` events (one per analysed visit), in log order."""
+    analysis = {
+        i.doc["uid"] for i in logged if i.name == "descriptor" and i.doc["name"] == "analysis"
+    }
+    return [i.doc["data"] for i in logged if i.name == "event" and i.doc["descriptor"] in analysis]
+
+
+def _analysed_with_cells(path: Path) -> int:
+    return sum(1 for s in _summaries(_logged(path)) if s["analysis-n_cells"] > 0)
+
+
+def test_killed_closed_loop_keeps_the_tracks_of_every_visit_whose_summary_was_logged(tmp_path):
+    path = tmp_path / "catalog"
+    _run_and_kill(path, lambda p: _analysed_with_cells(p) >= ANALYSED_BEFORE_KILL, "analyze")
+
+    (log,) = (path / "documents").glob("*.jsonl")
+    summaries = _summaries(list(read_document_log(log)))
+    assert sum(s["analysis-n_cells"] > 0 for s in summaries) >= ANALYSED_BEFORE_KILL
+
+    run = Catalog.local(path)[log.stem]  # recovered from the raw log
+    assert run.exit_status == "fail"
+    tracks = run.tracks()
+    rows = tracks.groupby(["fov", "t"]).size()
+    for s in summaries:  # every visit whose summary was logged has all its rows, once
+        visit = (s["analysis-fov"], s["analysis-t"])
+        assert rows.get(visit, 0) == s["analysis-n_cells"], visit
+    assert {"particle", "x", "y", "area", "cnr", "lit", "phase"} <= set(tracks.columns)
+    assert tracks["lit"].notna().any() and tracks["lit"].isna().any()  # stim visits only
+    assert run.label_names  # labels survived too
+
+    # Not consolidated (no clean finish): the rows are in the per-FOV journals.
+    parts = [part for fov in run.store.track_fovs() for part in run.store.track_parts(fov)]
+    assert parts and all(part.suffix == ".journal" for part in parts)
+
+    # A record torn by the kill (half written) is skipped, not fatal.
+    last = parts[-1]
+    fov = int(last.parent.name.removeprefix("fov_"))
+    record = encode(10**6, run.tracks(fov))
+    with last.open("ab") as f:
+        f.write(record[: len(record) // 2])
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    logger = logging.getLogger("faro_bluesky.storage._store")
+    logger.addHandler(handler)
+    try:
+        again = run.tracks()
+    finally:
+        logger.removeHandler(handler)
+    pd.testing.assert_frame_equal(again, tracks)
+    assert any("torn record" in m and last.name in m for m in seen)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+
 import bluesky.plans as bp
+import numpy as np
 import pytest
 
 from faro_bluesky.storage import Catalog
@@ -37,4 +40,20 @@ def test_catalog_failure_is_isolated_and_the_run_rebuilt_from_its_log(RE, scope,
     assert len(run.frames) == 4
     assert run.raw(via="tiled").shape == (4, 1, 256, 256)
     subscription.unsubscribe()
+    catalog.close()
+
+
+def test_a_run_killed_while_tiled_made_an_internal_array_is_rebuilt(recorded, tmp_path):
+    # Tiled creates an internal array's storage before committing its node: a writer
+    # killed in between leaves the storage (here the mask stream's) and no node.
+    source = recorded.catalog.directory.root / "tiled_data" / recorded.uid
+    root = tmp_path / "catalog"
+    (root / "documents").mkdir(parents=True)
+    shutil.copy(recorded.catalog.log_dir / f"{recorded.uid}.jsonl", root / "documents")
+    shutil.copytree(source / "mask", root / "tiled_data" / recorded.uid / "mask")
+    catalog = Catalog.local(root, readable_storage=[recorded.catalog.data_dir])
+    run = catalog[recorded.uid]  # rebuilt from the log despite the orphaned array
+    assert run.exit_status == "success"
+    live = np.stack([e["data"]["mask-mask"] for e in recorded.events("mask")])
+    np.testing.assert_array_equal(run.tiled["mask"]["mask-mask"].read(), live)
     catalog.close()
