@@ -68,6 +68,7 @@ logger = logging.getLogger(__name__)
 _MAX_SUMMARIES = 10_000
 #: inbox items that carry results of work handed out earlier (never held for a later run)
 _RESULTS = frozenset({"done", "segmented", "features"})
+_AFTER_MASK_HOLD_S = 0.25  # longest a visit waits after its mask for its stimulation to go out
 
 
 class Analyzer:
@@ -341,6 +342,7 @@ class Analyzer:
             and self._inflight == 0
             and not self._deferred
             and not self._held
+            and not self._after_mask
         )
 
     def _new_run_state(self) -> None:
@@ -359,6 +361,8 @@ class Analyzer:
             lambda: deque(maxlen=self.history)
         )
         self._deferred: deque[Stack] = deque()
+        self._after_mask: dict[tuple[int, int], tuple[Visit, float]] = {}
+        """Visits whose mask is out, held until their stimulation went out (or a moment)."""
         self._inflight = 0
         self._visits_done = 0
         self._n_frames = 0
@@ -366,7 +370,15 @@ class Analyzer:
 
     def _loop(self) -> None:
         while True:
-            item = self._inbox.get()
+            try:
+                item = self._inbox.get(timeout=_AFTER_MASK_HOLD_S if self._after_mask else None)
+            except queue.Empty:
+                try:
+                    self._release_after_mask(due_only=True)
+                    self._finish_if_idle()
+                except Exception as exc:
+                    self._record("storage", exc)
+                continue
             try:
                 if item[0] == "close":
                     if self._tracks is not None:
@@ -381,7 +393,9 @@ class Analyzer:
                     self._cond.notify_all()
 
     def _busy(self) -> bool:
-        return bool(self._inflight or self._deferred or self._visits or self._early)
+        return bool(
+            self._inflight or self._deferred or self._visits or self._early or self._after_mask
+        )
 
     def _handle(self, item: tuple) -> None:
         kind = item[0]
@@ -411,11 +425,13 @@ class Analyzer:
             self._measured(item[1], item[2])
         elif kind == "fired":
             ref, mask = item[1], item[2]
+            self._release_after_mask(ref.fov)
             self._ensure_outputs(ref.uri)
             self._n_frames = max(self._n_frames, ref.index + 1)
             self._labels.write("stim_mask", ref.index, np.asarray(mask) != 0)
         elif kind == "stop":
             self._ended = True
+            self._release_after_mask()
             for key in [k for k, job in self._early.items() if job is not None]:
                 if key not in self._visits:  # the run stopped before the rest of the visit
                     del self._early[key]
@@ -616,6 +632,26 @@ class Analyzer:
             else:
                 history = visit.cells
             self._stimulate(visit, history)
+            if visit.mask is not None:
+                # The plan is now projecting this mask and exposing: the rest of the visit
+                # (features, labels, tracks) would compete with it for the interpreter, so
+                # it waits until the stimulation went out (its frame arrives) or a moment.
+                self._after_mask[visit.key] = (visit, time.monotonic() + _AFTER_MASK_HOLD_S)
+                return
+        self._finish_visit(visit)
+
+    def _release_after_mask(self, fov: int | None = None, *, due_only: bool = False) -> None:
+        """Finish the visits held after their mask: of ``fov`` (None: all), or those due."""
+        now = time.monotonic()
+        for key, (visit, due) in list(self._after_mask.items()):
+            if (fov is None or key[0] == fov) and (not due_only or now >= due):
+                del self._after_mask[key]
+                self._finish_visit(visit)
+
+    def _finish_visit(self, visit: Visit) -> None:
+        """Measure the features the mask did not need (executor), then complete."""
+        fov, t = visit.key
+        result = visit.result
         if result.measured or self.features is None:
             self._complete(visit)
             return
