@@ -84,7 +84,7 @@ class Microscope:
         return [d for d in members if d is not None]
 
     async def connect(self, timeout: float = 10.0) -> None:
-        """Connect every member device."""
+        """Connect every member device: stage, focus and channel read the core then."""
         await asyncio.gather(*(d.connect(timeout=timeout) for d in self.devices()))
 
     @classmethod
@@ -140,5 +140,11 @@ class Microscope:
         call_in_bluesky_event_loop(self.connect(timeout=timeout))
 
     def close(self) -> None:
-        """Stop the core's worker thread. The core itself is left to its owner."""
+        """Unsubscribe the devices from ``core.events``, stop the core's worker thread.
+
+        The core itself is left to its owner (it may outlive this microscope, e.g. in
+        napari-micromanager), so nothing of ours may stay connected to it.
+        """
+        for device in (self.stage, self.focus, self.channel):
+            device.close()
         self.worker.shutdown()

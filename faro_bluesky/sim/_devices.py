@@ -9,6 +9,7 @@ import numpy as np
 from numpy.typing import DTypeLike
 from pymmcore_plus.core._constants import Keyword
 from pymmcore_plus.experimental.unicore import (
+    Device,
     GenericDevice,
     ShutterDevice,
     SimpleCameraDevice,
@@ -19,6 +20,21 @@ from pymmcore_plus.experimental.unicore import (
 )
 
 from ._world import LIGHT_FOR_FILTER, SimWorld
+
+
+def _emit(device: Device, signal: str, *args: object) -> None:
+    """Report a change through ``core.events``, as Micro-Manager device adapters do.
+
+    Adapters call the core's ``OnXYStagePositionChanged``/``OnStagePositionChanged``/
+    ``OnPropertyChanged`` themselves; unicore leaves that to Python devices too, and
+    other clients of the core (napari-micromanager, our devices' readbacks) rely on it.
+    A device not loaded into a core (a unit test) has nobody to tell.
+    """
+    try:
+        events = device.core.events
+    except AttributeError:
+        return
+    getattr(events, signal).emit(*args)
 
 
 class SimCamera(SimpleCameraDevice):
@@ -102,6 +118,8 @@ class SimXYStage(XYStageDevice):
             if not lo <= v <= hi:
                 raise ValueError(f"{ax}={v} µm outside stage limits [{lo}, {hi}]")
         self._motion.go(np.array([x, y]), self._speed, self._sync())
+        # like Micro-Manager's demo XY stage: the target is reported when commanded
+        _emit(self, "XYStagePositionChanged", self.get_label(), float(x), float(y))
 
     def get_position_um(self) -> tuple[float, float]:
         """Current position in µm."""
@@ -116,7 +134,8 @@ class SimXYStage(XYStageDevice):
     def stop(self) -> None:
         """Stop where the stage is now."""
         self._motion.halt()
-        self._sync()
+        x, y = self._sync()
+        _emit(self, "XYStagePositionChanged", self.get_label(), float(x), float(y))
 
     def home(self) -> None:
         """Move to (0, 0)."""
@@ -145,6 +164,7 @@ class SimZStage(StageDevice):
         if not lo <= val <= hi:
             raise ValueError(f"z={val} µm outside focus limits [{lo}, {hi}]")
         self._world.z = float(val)
+        _emit(self, "stagePositionChanged", self.get_label(), float(val))
 
     def get_position_um(self) -> float:
         """Current position in µm."""
@@ -160,6 +180,7 @@ class SimZStage(StageDevice):
     def home(self) -> None:
         """Move to 0."""
         self._world.z = 0.0
+        _emit(self, "stagePositionChanged", self.get_label(), 0.0)
 
 
 class SimFilter(StateDevice):
@@ -192,8 +213,12 @@ class SimLED(GenericDevice):
                 limits=(0.0, 100.0),
                 property_type=float,
                 getter=lambda _dev, c=colour: self._world.optics.levels[c],
-                setter=lambda _dev, v, c=colour: self._world.optics.levels.__setitem__(c, float(v)),
+                setter=lambda _dev, v, c=colour: self._set_level(c, v),
             )
+
+    def _set_level(self, colour: str, value: float) -> None:
+        self._world.optics.levels[colour] = float(value)
+        _emit(self, "propertyChanged", self.get_label(), f"{colour}_Level", str(float(value)))
 
 
 class SimShutter(ShutterDevice):
