@@ -435,7 +435,9 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
         @_run_decorator(md=self._start_md(), reason=lambda: self._outcome_warning(masks, outcome))
         def inner() -> MsgGenerator[None]:
             yield Msg("null", clock)  # the RunEngine now tells the clock about pauses
-            t0 = time.time()
+            # The schedule's clock starts when the first visit is ready (stage there, preset
+            # set), so that visit is not late by its own preparation.
+            t0: float | None = None
             applied: dict[str, Any] = {}
             last_t: dict[int, int] = {}
             late = 0.0  # s later visits move because a wait began late (waits are real)
@@ -450,20 +452,23 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
                         yield from move(scope.camera.sequence, n * len(v.channels), clock=clock)
                         burst_end = self.visits_done + n
 
-                paused = clock.consume()[0] if shift else 0.0
-                if v.rests:  # wait(s) before v: s real seconds after the visit before it
-                    due = max((ended[j] + s for j, s in v.rests if j < len(ended)), default=t0)
-                    late += max(0.0, due - (t0 + v.time + late + paused))
-
-                def deadline(v: Visit = v, late: float = late) -> float:
-                    return t0 + v.time + late + (clock.consume()[0] if shift else 0.0)
-
+                deadline: Callable[[], float] = time.time  # until the visit has one
                 try:
                     # stage and first preset go to the visit while it is not yet due, so
                     # its first exposure starts on time (the lag is the exposure's)
                     yield from prepare_visit(
                         scope, v, stim_mode=self.stim_mode, clock=clock, applied=applied
                     )
+                    if t0 is None:
+                        t0 = time.time() - (clock.consume()[0] if shift else 0.0)
+                    paused = clock.consume()[0] if shift else 0.0
+                    if v.rests:  # wait(s) before v: s real seconds after the visit before it
+                        due = max((ended[j] + s for j, s in v.rests if j < len(ended)), default=t0)
+                        late += max(0.0, due - (t0 + v.time + late + paused))
+
+                    def deadline(v: Visit = v, late: float = late, t0: float = t0) -> float:
+                        return t0 + v.time + late + (clock.consume()[0] if shift else 0.0)
+
                     yield from wait_until(deadline)
                     tag.update(v, scheduled=deadline())
                     yield from visit(
