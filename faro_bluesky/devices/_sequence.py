@@ -12,6 +12,10 @@ readings), which is what the analyzer, the status and the catalog read
 Pause stops the sequence at once; frames the camera took before it stopped are kept in
 order and handed to the next triggers, and on resume the sequence restarts for the frames
 still missing. So no frame is taken twice or lost, and none is taken while paused.
+
+The camera runs in chunks of at most ~256 MB of frames: a camera faster than the
+triggers can only get one chunk ahead. (Micro-Manager's sequence buffer overwrites its
+oldest frames when full: one unbounded sequence would silently lose frames.)
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from ._worker import CoreWorker
 logger = logging.getLogger(__name__)
 
 _POP_WAIT_S = 0.002  # one worker call waits this long for the next frame before yielding
+_CHUNK_BYTES = 256e6  # frames one hardware sequence may take ahead of the triggers
 
 
 class SequenceFeed:
@@ -39,6 +44,8 @@ class SequenceFeed:
         self.armed = 0
         """Frames of the burst that triggers have not taken yet."""
         self._to_acquire = 0  # frames the camera still has to expose
+        self._to_start = 0  # of those, frames no hardware sequence was asked for yet
+        self._in_chunk = 0  # frames the running sequence still owes
         self._buffer: deque[tuple[np.ndarray, dict[str, Any]]] = deque()
         self._running = False
         self._resumed = asyncio.Event()
@@ -52,7 +59,7 @@ class SequenceFeed:
         if n < 0:
             raise ValueError(f"sequence length {n} must be >= 0")
         await self.disarm()
-        self.armed = self._to_acquire = n
+        self.armed = self._to_acquire = self._to_start = n
 
     async def disarm(self) -> None:
         """Stop the sequence; frames read out and not taken by a trigger are dropped."""
@@ -63,7 +70,7 @@ class SequenceFeed:
                 len(self._buffer),
             )
         self._buffer.clear()
-        self.armed = self._to_acquire = 0
+        self.armed = self._to_acquire = self._to_start = self._in_chunk = 0
 
     async def pause(self) -> None:
         """Stop exposing now; keep what was read out for the triggers after resume."""
@@ -88,7 +95,7 @@ class SequenceFeed:
                 self._buffer.append(frame)
             elif self._running and not await self._worker.run(self._still_running):
                 self._running = False
-                if self._to_acquire > 0 and self._resumed.is_set():
+                if self._in_chunk > 0 and self._resumed.is_set():
                     raise RuntimeError(
                         f"camera sequence stopped with {self._to_acquire} frames to go"
                     )
@@ -107,6 +114,7 @@ class SequenceFeed:
             time.sleep(0.0002)
         image = np.array(core.popNextImage(), copy=True)
         self._to_acquire -= 1
+        self._in_chunk -= 1
         group = core.getChannelGroup()
         meta: dict[str, Any] = {"timestamp": time.time(), "exposure_ms": core.getExposure()}
         if group:
@@ -118,10 +126,19 @@ class SequenceFeed:
         return core.isSequenceRunning() or core.getRemainingImageCount() > 0
 
     async def _start_hardware(self) -> None:
-        n = self._to_acquire
-        if n <= 0:
+        if self._to_start <= 0:
             raise RuntimeError("camera sequence has no frames left to acquire")
-        await self._worker.run(self._worker.core.startSequenceAcquisition, n, 0.0, True)
+
+        def start() -> int:
+            core = self._worker.core
+            frame_bytes = max(1, core.getImageBufferSize())
+            n = int(min(self._to_start, max(1, _CHUNK_BYTES // frame_bytes)))
+            core.startSequenceAcquisition(n, 0.0, True)
+            return n
+
+        n = await self._worker.run(start)
+        self._to_start -= n
+        self._in_chunk = n
         self._running = True
         self.starts += 1
 
@@ -142,3 +159,6 @@ class SequenceFeed:
             return drained
 
         self._buffer.extend(await self._worker.run(stop_and_drain))
+        # frames the stopped sequence still owed go to the next one
+        self._to_start += max(0, self._in_chunk)
+        self._in_chunk = 0

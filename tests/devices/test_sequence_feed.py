@@ -111,3 +111,18 @@ def test_abort_in_a_burst_keeps_every_recorded_frame(RE, docs, scope):
     check_once_in_order(docs, scope.sim.world.recorded, n=stop["num_events"]["primary"])
     assert not scope.core.isSequenceRunning()
     assert scope.camera._acquire.feed.armed == 0  # unstage disarmed the burst
+
+
+def test_a_long_burst_runs_in_chunks_so_the_camera_never_overruns_its_buffer(
+    RE, docs, scope, monkeypatch
+):
+    import faro_bluesky.devices._sequence as sequence
+
+    frame_bytes = scope.core.getImageBufferSize()
+    monkeypatch.setattr(sequence, "_CHUNK_BYTES", 10 * frame_bytes)  # 10 frames ahead at most
+    scope.sim.world.record_frames()
+    RE(burst(scope))
+    feed = scope.camera._acquire.feed
+    assert feed.starts == -(-N // 10)  # ceil(24 / 10) sequences, one after the other
+    check_once_in_order(docs, scope.sim.world.recorded)
+    np.testing.assert_array_equal(frames_on_disk(docs), np.stack(scope.sim.world.recorded))
