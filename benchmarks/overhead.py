@@ -214,6 +214,7 @@ def main() -> None:
     ap.add_argument("--write", action="store_true", help="write the table to docs")
     ap.add_argument("--lag", action="store_true")
     ap.add_argument("--memory", type=int, default=0)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[512, 2048])
     args = ap.parse_args()
     if args.memory:
         memory(args.memory)
@@ -227,7 +228,7 @@ def main() -> None:
             )
         return
     configs = []
-    sizes = (512,) if args.quick else (512, 2048)
+    sizes = (512,) if args.quick else tuple(args.sizes)
     exposures = (10.0,) if args.quick else (5.0, 10.0, 50.0)
     for shape in sizes:
         for exposure in exposures:
