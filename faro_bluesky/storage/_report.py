@@ -9,6 +9,7 @@ Everything is read back from the catalog and the run's store, so it works on any
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -46,6 +47,42 @@ def _groups(tracks: pd.DataFrame) -> pd.Series:
     return lit.map(lambda v: "stimulated" if v > _LIT else "unstimulated")
 
 
+LATENCY_COLOURS = {"lag": "tab:orange", "total": "tab:purple"}
+
+
+def _latency_panel(ax: Any, run: Run) -> None:
+    """Schedule lag per visit and exposure end -> stim exposure per stimulation (ms).
+
+    From the run's documents alone (`Run.timing`), so a stored run shows what it lived.
+    """
+    timing = run.timing()
+    lag, latency = timing.lag, timing.latency
+    if not len(lag) and not len(latency):
+        ax.text(0.5, 0.5, "no timing recorded", ha="center", va="center", transform=ax.transAxes)
+        return
+    if len(lag):
+        p50 = float(np.nanmedian(lag["lag_ms"]))
+        ax.plot(
+            lag["t"],
+            lag["lag_ms"],
+            ".",
+            color=LATENCY_COLOURS["lag"],
+            label=f"lag: scheduled -> exposure (p50 {p50:.1f} ms)",
+        )
+    if len(latency):
+        p50 = float(np.nanmedian(latency["total"]))
+        ax.plot(
+            latency["t"],
+            latency["total"],
+            "s",
+            color=LATENCY_COLOURS["total"],
+            label=f"closed loop: exposure end -> stim exposure (p50 {p50:.1f} ms)",
+        )
+    ax.set_ylabel("ms")
+    ax.set_xlabel("timepoint t")
+    ax.legend(loc="upper right")
+
+
 def write_report(
     run: Run,
     path: str | Path,
@@ -71,8 +108,10 @@ def write_report(
         raise ValueError(f"run {run.uid[:8]} has no frames to report on")
     fovs = sorted(int(p) for p in frames["p"].unique())[:max_fovs]
     tracks = run.tracks() if tracks is None else tracks
-    fig = plt.figure(figsize=(3.0 * key_frames, 2.6 * len(fovs) + 5.5), dpi=80)
-    grid = fig.add_gridspec(len(fovs) + 2, key_frames, height_ratios=[1] * len(fovs) + [1.1, 0.7])
+    fig = plt.figure(figsize=(3.0 * key_frames, 2.6 * len(fovs) + 7.5), dpi=80)
+    grid = fig.add_gridspec(
+        len(fovs) + 3, key_frames, height_ratios=[1] * len(fovs) + [1.1, 0.7, 0.8]
+    )
     fig.suptitle(f"run {run.uid[:8]} - {run.start.get('plan_name', '')} - {run.exit_status}")
 
     for row, fov in enumerate(fovs):
@@ -130,6 +169,8 @@ def write_report(
     ax.set_yticks(fovs)
     ax.set_xlabel("timepoint t")
     ax.legend(loc="upper right")
+
+    _latency_panel(fig.add_subplot(grid[len(fovs) + 2, :]), run)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

@@ -98,6 +98,10 @@ def test_report_png_has_montage_traces_and_raster(closed_loop, tmp_path):
     assert rgb.std() > 0.05
     cyan = (rgb[..., 0] < 0.4) & (rgb[..., 1] > 0.6) & (rgb[..., 2] > 0.7)
     assert cyan.sum() > 50  # stim masks / stimulated trace drawn
+    # the latency panel: the closed loop's points in purple, from run.timing()
+    assert len(catalog[uid].timing().latency) > 0
+    purple = np.abs(rgb - np.array([0.58, 0.40, 0.74])).max(axis=-1) < 0.08  # tab:purple
+    assert purple.sum() > 20
     with pytest.raises(ValueError, match=r"\.png"):
         write_report(catalog[uid], tmp_path / "r.jpg")
 
