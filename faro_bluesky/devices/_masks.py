@@ -101,6 +101,19 @@ class MaskFacet(StandardReadable, Movable[tuple[int, int]], Stoppable):
         self._request = (fov, t)
         return AsyncStatus(asyncio.sleep(0), name=self.name)
 
+    def as_fired(self, mask: MaskLike) -> NDArray[np.bool_] | bool:
+        """What the DMD is given for ``mask``: True (all on), False (dark) or a bool array.
+
+        The same reduction `fetch_mask` applies to a fetched mask, for a mask known
+        beforehand (a fixed one), so it can fire without waiting for a fetch.
+        """
+        arr = self._as_array(mask)
+        if arr.all():
+            return True
+        if not arr.any():
+            return False
+        return arr.astype(bool)
+
     def _as_array(self, mask: MaskLike) -> NDArray[np.uint8]:
         if mask is None or mask is False:
             return np.zeros(self.camera_shape, np.uint8)

@@ -98,9 +98,19 @@ def visit(
     common = {"readables": readables, "tag": tag, "clock": clock, "applied": applied}
 
     def _stim(source_t: int) -> MsgGenerator[None]:
-        mask = True
-        if masks is not None:
+        mask: Any = True
+        fixed = masks is not None and isinstance(masks.provider, FixedMask)
+        if fixed:  # known beforehand: fired at once, fetched (and recorded) after
+            mask = masks.as_fired(masks.provider.mask)
+        elif masks is not None:
             mask = yield from fetch_mask(masks, v.p, source_t, clock=clock, record=False)
+
+        def record() -> MsgGenerator[None]:
+            if fixed:
+                yield from fetch_mask(masks, v.p, source_t, clock=clock)
+            elif masks is not None:
+                yield from record_mask(masks)
+
         # the mask event is composed after the stimulation (off the latency path); a
         # stimulation cut short by a device fault still records the mask it used
         try:
@@ -108,11 +118,9 @@ def visit(
                 scope.camera, scope.channel, scope.dmd, mask, v.stim_channels, **common
             )
         except DeviceFault:
-            if masks is not None:
-                yield from record_mask(masks)
+            yield from record()
             raise
-        if masks is not None:
-            yield from record_mask(masks)
+        yield from record()
 
     if v.stim and stim_mode == "previous" and mask_t is not None:
         yield from _stim(mask_t)
