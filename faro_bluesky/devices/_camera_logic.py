@@ -27,13 +27,11 @@ from ophyd_async.core import (
 )
 
 from ._frames import Frame, FrameCache
-from ._sequence import SequenceFeed
+from ._sequence import SequenceFeed, frame_meta
 from ._worker import CoreWorker
 from ._zarr_store import ZarrFrameWriter
 
 logger = logging.getLogger(__name__)
-
-_SEQUENCE_POLL_S = 0.002  # how often a running sequence acquisition is asked for frames
 
 
 @dataclass
@@ -121,42 +119,23 @@ class MMAcquireLogic(DetectorAcquireLogic):
         self.retried = 0
         """Snaps that failed and were retried (transient camera errors), for the record."""
 
-    def _frame_meta(self) -> dict[str, Any]:
-        core = self._worker.core
-        group = core.getChannelGroup()
-        meta: dict[str, Any] = {"timestamp": time.time(), "exposure_ms": core.getExposure()}
-        if group:
-            meta["channel"] = core.getCurrentConfigFromCache(group)
-        return meta
-
     def _snap(self) -> tuple[np.ndarray, dict[str, Any]]:
         core = self._worker.core
         started = time.time()
         core.snapImage()
         image = np.array(core.getImage(), copy=True)
-        meta = self._frame_meta()
+        meta = frame_meta(core)
         meta["exposure_start"] = started
         return image, meta
 
     async def _sequence(self, n: int) -> None:
-        core = self._worker.core
-        await self._worker.run(core.startSequenceAcquisition, n, 0.0, True)
+        """A fly scan's ``n`` frames: the same chunked sequence a burst's triggers take."""
+        await self.feed.arm(n)
         try:
-            taken = 0
-            while taken < n:
-                if await self._worker.run(core.getRemainingImageCount):
-                    image = await self._worker.run(core.popNextImage)
-                    await self._io.store(np.array(image, copy=True), self._frame_meta())
-                    taken += 1
-                elif not await self._worker.run(core.isSequenceRunning) and not (
-                    await self._worker.run(core.getRemainingImageCount)
-                ):
-                    raise RuntimeError(f"camera sequence stopped after {taken} of {n} frames")
-                else:
-                    await asyncio.sleep(_SEQUENCE_POLL_S)
+            for _ in range(n):
+                await self._io.store(*await self.feed.next_frame())
         finally:
-            if await self._worker.run(core.isSequenceRunning):
-                await self._worker.run(core.stopSequenceAcquisition)
+            await self.feed.disarm()
 
     async def _acquire(self, n: int) -> None:
         try:

@@ -36,6 +36,15 @@ _POP_WAIT_S = 0.002  # one worker call waits this long for the next frame before
 _CHUNK_BYTES = 256e6  # frames one hardware sequence may take ahead of the triggers
 
 
+def frame_meta(core: Any) -> dict[str, Any]:
+    """What is known of the frame just read out (core thread): its end, exposure, preset."""
+    group = core.getChannelGroup()
+    meta: dict[str, Any] = {"timestamp": time.time(), "exposure_ms": core.getExposure()}
+    if group:
+        meta["channel"] = core.getCurrentConfigFromCache(group)
+    return meta
+
+
 class SequenceFeed:
     """The armed burst of one camera: frames left, frames already read out, pause state."""
 
@@ -115,11 +124,7 @@ class SequenceFeed:
         image = np.array(core.popNextImage(), copy=True)
         self._to_acquire -= 1
         self._in_chunk -= 1
-        group = core.getChannelGroup()
-        meta: dict[str, Any] = {"timestamp": time.time(), "exposure_ms": core.getExposure()}
-        if group:
-            meta["channel"] = core.getCurrentConfigFromCache(group)
-        return image, meta
+        return image, frame_meta(core)
 
     def _still_running(self) -> bool:
         core = self._worker.core
