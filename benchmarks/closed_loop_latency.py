@@ -34,6 +34,7 @@ import time
 import numpy as np
 import pandas as pd
 from bluesky import RunEngine
+from overhead import fov_list  # the same snake grid (benchmarks/ is on sys.path)
 
 from faro_bluesky.analysis import Analyzer
 from faro_bluesky.analysis.components import ErkKtrFeatures, FractionOfCells, OtsuSegmenter
@@ -56,17 +57,6 @@ def percentiles(values: pd.Series | list[float]) -> str:
         return "n/a"
     p50, p95, p99 = np.percentile(a, [50, 95, 99])
     return f"p50 {p50:6.1f}  p95 {p95:6.1f}  p99 {p99:6.1f}  max {a.max():6.1f} ms  (n={len(a)})"
-
-
-def grid(n: int, step: float = 400.0) -> list[tuple[float, float]]:
-    """``n`` FOVs on a square grid ``step`` µm apart, in a snake order (short moves, also
-    back to the first: a 1-D row would make the return trip the longest move)."""
-    side = int(np.ceil(np.sqrt(n)))
-    out = []
-    for r in range(side):
-        cols = range(side) if r % 2 == 0 else reversed(range(side))
-        out += [(c * step, r * step) for c in cols]
-    return out[:n]
 
 
 def analyzer() -> Analyzer:
@@ -101,7 +91,7 @@ def run(n_fovs: int, timepoints: int, *, whole_field: bool, interval: float = 1.
             stim_channels=STIM,
             stim_frames=range(timepoints),
         )
-        fovs = grid(n_fovs)
+        fovs = fov_list(n_fovs)
         tpf = interval / n_fovs if n_fovs > 1 and interval > 0 else None
         t0 = time.perf_counter()
         RE(optogenetic_plan(fovs, [phase], microscope=scope, analyzer=an, time_per_fov=tpf))

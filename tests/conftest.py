@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from bluesky import RunEngine
 from event_model import DocumentNames, schema_validators
@@ -57,3 +60,21 @@ def calibrated_scope(RE, tmp_path):
     )
     yield microscope
     microscope.close()
+
+
+@pytest.fixture
+def start_script(tmp_path):
+    """Start ``source`` as a Python script in a child process (real signals, its own
+    RunEngine); its argument is a data directory under ``tmp_path``."""
+
+    def start(source: str) -> subprocess.Popen:
+        script = tmp_path / "script.py"
+        script.write_text(source)
+        return subprocess.Popen(
+            [sys.executable, str(script), str(tmp_path / "data")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    return start

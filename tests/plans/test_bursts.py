@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 
 import numpy as np
@@ -125,15 +123,8 @@ print("RESULT", json.dumps({"status": result.exit_status, "ts": ts, "seqs": seqs
 """
 
 
-def test_real_ctrl_c_in_a_burst_pauses_and_resume_finishes(tmp_path):
-    script = tmp_path / "run.py"
-    script.write_text(SCRIPT)
-    proc = subprocess.Popen(
-        [sys.executable, str(script), str(tmp_path / "data")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def test_real_ctrl_c_in_a_burst_pauses_and_resume_finishes(start_script):
+    proc = start_script(SCRIPT)
     lines, sent = [], False
     for line in proc.stdout:
         lines.append(line.strip())

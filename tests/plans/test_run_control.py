@@ -7,8 +7,6 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -191,15 +189,8 @@ print("RESULT", json.dumps({"status": result.exit_status, "frames": frames, "seq
 
 
 @pytest.mark.parametrize("ctrl_c", [1, 2], ids=["once", "twice"])
-def test_real_sigint_pauses_at_a_visit_boundary_and_resume_finishes(tmp_path, ctrl_c):
-    script = tmp_path / "run.py"
-    script.write_text(SCRIPT)
-    proc = subprocess.Popen(
-        [sys.executable, str(script), str(tmp_path / "data")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def test_real_sigint_pauses_at_a_visit_boundary_and_resume_finishes(tmp_path, ctrl_c, start_script):
+    proc = start_script(SCRIPT)
     lines = []
     sent = False
     for line in proc.stdout:

@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 
 import pytest
@@ -53,15 +51,8 @@ print("RESULT", json.dumps({"status": result.exit_status, "frames": frames, "seq
 """
 
 
-def test_a_storm_of_20_ctrl_c_loses_and_repeats_nothing(tmp_path):
-    script = tmp_path / "storm.py"
-    script.write_text(STORM)
-    proc = subprocess.Popen(
-        [sys.executable, str(script), str(tmp_path / "data")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def test_a_storm_of_20_ctrl_c_loses_and_repeats_nothing(start_script):
+    proc = start_script(STORM)
     sent, lines = 0, []
     for line in proc.stdout:
         lines.append(line.strip())
