@@ -35,8 +35,8 @@ def _batching_writer(client: Any, batch_size: int) -> tuple[Any, dict[str, Any]]
     TiledWriter batches only by count and offers no flush; its per-run writer keeps the
     pending rows and stream datums in two caches that its own ``stop`` writes. We write
     them the same way when a batch is due by time. This reaches into bluesky-tiled-plugins
-    2.0's run writer (pinned, and checked by tests/storage/test_writer.py), with no
-    normalizer: our documents are already the current event-model schema.
+    2.0's run writer (bounded <2.1 in pyproject.toml; tests/storage/test_writer.py fails if
+    it changes), with no normalizer: our documents are already the current event-model schema.
     """
     from bluesky_tiled_plugins import TiledWriter
 
