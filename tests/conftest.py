@@ -35,6 +35,26 @@ def RE():
     yield engine
     if engine.state != "idle":
         engine.halt()
+    close_loop(engine.loop)
+
+
+def close_loop(loop) -> None:
+    """Stop a RunEngine's event loop, join its thread and close it (its epoll and pipe fds).
+
+    Every RunEngine runs a new loop on a thread of its own that bluesky never stops; over
+    hundreds of tests the open descriptors passed 1024 and `select()` (pexpect) failed.
+    """
+    from bluesky.run_engine import _ensure_event_loop_running
+
+    thread = getattr(_ensure_event_loop_running, "loop_to_thread", {}).pop(loop, None)
+    if loop.is_closed():
+        return
+    loop.call_soon_threadsafe(loop.stop)
+    if thread is not None:
+        thread.join(5)
+        if thread.is_alive():  # a plan still runs there: leave it be
+            return
+    loop.close()
 
 
 @pytest.fixture

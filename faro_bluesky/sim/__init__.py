@@ -1,5 +1,6 @@
 """A simulated optogenetic microscope on pymmcore-plus's pure-Python unicore devices."""
 
+from ._incubator import SimIncubator
 from ._render import GroundTruth
 from ._sample import SampleParams, SimSample
 from ._scope import CHANNEL_GROUP, POWER_PROPERTIES, SimHandle, SimOptions, sim_core, sim_microscope
@@ -12,6 +13,7 @@ __all__ = [
     "GroundTruth",
     "SampleParams",
     "SimHandle",
+    "SimIncubator",
     "SimOptions",
     "SimSample",
     "SimWorld",

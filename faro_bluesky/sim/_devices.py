@@ -19,7 +19,7 @@ from pymmcore_plus.experimental.unicore import (
     XYStageDevice,
 )
 
-from ._world import LIGHT_FOR_FILTER, SimWorld
+from ._world import LIGHT_FOR_FILTER, LightPath, SimWorld
 
 
 def _emit(device: Device, signal: str, *args: object) -> None:
@@ -238,26 +238,32 @@ class SimShutter(ShutterDevice):
 
 
 class SimSLM(SLMDevice):
-    """The DMD: 8-bit mirrors; a displayed image shapes the cyan light on the sample."""
+    """An 8-bit SLM whose displayed image shapes the cyan light on the sample.
 
-    def __init__(self, world: SimWorld) -> None:
+    Without ``path``: the DMD (``world.dmd_shape``, shown through ``world.optics``); with
+    one: a second SLM on its own light path (`LightPath`, an amplitude LCoS by default).
+    """
+
+    def __init__(self, world: SimWorld, path: LightPath | None = None) -> None:
         super().__init__()
         self._world = world
-        self._pending = np.zeros(world.dmd_shape, np.uint8)
+        self._path = path
+        self._shape = world.dmd_shape if path is None else path.shape
+        self._pending = np.zeros(self._shape, np.uint8)
         self._exposure = 200_000.0
 
     def shape(self) -> tuple[int, int]:
         """``(height, width)``: unicore 0.18.1 reads it so (its docstring says otherwise)."""
-        return self._world.dmd_shape
+        return self._shape
 
     def dtype(self) -> DTypeLike:
-        """8-bit mirrors."""
+        """8-bit pixels."""
         return np.uint8
 
     def set_image(self, pixels: np.ndarray) -> None:
         """Load ``pixels`` (``(height, width)``)."""
-        if pixels.shape != self._world.dmd_shape:
-            raise ValueError(f"SLM image shape {pixels.shape} != {self._world.dmd_shape}")
+        if pixels.shape != self._shape:
+            raise ValueError(f"SLM image shape {pixels.shape} != {self._shape}")
         self._pending = np.array(pixels, np.uint8, copy=True)
 
     def get_image(self) -> np.ndarray:
@@ -266,7 +272,10 @@ class SimSLM(SLMDevice):
 
     def display_image(self) -> None:
         """Show the loaded image."""
-        self._world.optics.dmd_image = self._pending
+        if self._path is None:
+            self._world.optics.dmd_image = self._pending
+        else:
+            self._path.image = self._pending
 
     def set_exposure(self, interval_ms: float) -> None:
         """How long the pattern stays on (not modelled beyond bookkeeping)."""

@@ -12,15 +12,18 @@ from typing import Any
 
 from pymmcore_plus.experimental.unicore import UniMMCore
 
-from ..devices import Microscope
-from ..devices._exit import quiet_exit, stop_event_loops
-from ..devices._microscope import DEFAULT_DATA_DIR
+from ..devices import DEFAULT_DATA_DIR, Microscope
+from ..devices._exit import quiet_exit, stop_event_loops  # the exit hook: see issue 13 point 6
 from ._sample import SampleParams, SimSample
 from ._world import SimWorld
 
 logger = logging.getLogger(__name__)
 
 CHANNEL_GROUP = "Channel"
+SECOND_SLM = "SLM2"
+"""MMCore label of the second SLM (``sim_microscope(second_slm=True)``)."""
+SECOND_SLM_KEY = "slm2"
+"""Its key in ``scope.patterned_lights`` and its device name."""
 #: preset -> (device, property) of its light level
 POWER_PROPERTIES = {
     "BF": ("LED", "White_Level"),
@@ -57,6 +60,17 @@ class SimOptions:
     """XY speed."""
     focus_limits: tuple[float, float] = (-500.0, 500.0)
     """Focus travel."""
+    second_slm: bool = False
+    """Load a second SLM (label ``SLM2``, an 8-bit amplitude LCoS) on a second arm of the
+    Cyan light path: ``scope.patterned_lights["slm2"]``."""
+    second_slm_shape: tuple[int, int] = (480, 640)
+    """Second SLM ``(height, width)`` in pixels."""
+    second_slm_rotation_deg: float = -2.5
+    """Its misalignment relative to the camera: rotation..."""
+    second_slm_scale: float = 0.8
+    """... scale (SLM pixels per camera pixel) ..."""
+    second_slm_shift: tuple[float, float] = (-12.0, 15.0)
+    """... and shift ``(x, y)`` in SLM pixels of the camera centre."""
 
 
 _CORES: weakref.WeakSet[UniMMCore] = weakref.WeakSet()
@@ -94,6 +108,10 @@ def sim_core(world: SimWorld, options: SimOptions) -> UniMMCore:
     )
 
     core = UniMMCore(mm_path=tempfile.gettempdir())
+    # No MMCore log file for a simulation: each core holds the file open until it is
+    # destroyed, which a microscope's close leaves to the core's owner (hundreds of sim
+    # microscopes in one process ran out of file descriptors). Python logging still works.
+    core.setPrimaryLogFile("")
     core.loadPyDevice("Camera", SimCamera(world, options.exposure_limits_ms))
     core.loadPyDevice("XY", SimXYStage(world, options.stage_limits, options.stage_speed_um_s))
     core.loadPyDevice("Z", SimZStage(world, options.focus_limits))
@@ -101,6 +119,14 @@ def sim_core(world: SimWorld, options: SimOptions) -> UniMMCore:
     core.loadPyDevice("LED", SimLED(world))
     core.loadPyDevice("Shutter", SimShutter(world))
     core.loadPyDevice("DMD", SimSLM(world))
+    if options.second_slm:
+        path = world.add_light_path(
+            tuple(options.second_slm_shape),
+            rotation_deg=options.second_slm_rotation_deg,
+            scale=options.second_slm_scale,
+            shift=tuple(options.second_slm_shift),
+        )
+        core.loadPyDevice(SECOND_SLM, SimSLM(world, path))
     core.initializeAllDevices()
     core.setCameraDevice("Camera")
     core.setXYStageDevice("XY")
@@ -139,6 +165,14 @@ class SimHandle:
         """The real camera->DMD affine of the misaligned projector."""
         return self.world.true_affine
 
+    @property
+    def true_affines(self) -> dict[str, Any]:
+        """The real camera->SLM affine of every patterned light, by its key."""
+        out = {"dmd": self.world.true_affine}
+        if self.world.light_paths:
+            out[SECOND_SLM_KEY] = self.world.light_paths[0].true_affine
+        return out
+
     def ground_truth(self) -> Any:
         """Cells in the current field of view (`faro_bluesky.sim.GroundTruth`)."""
         return self.world.ground_truth()
@@ -158,7 +192,8 @@ def sim_microscope(
 
     :param seed: the same seed gives the same cells and noise.
     :param data_dir: where the camera writes its zarr stores.
-    :param dmd_calibrated: start with the DMD's true calibration (skip calibrate_dmd).
+    :param dmd_calibrated: start with the true calibration of the DMD (and of the second
+        SLM): no calibrate_dmd needed.
     :param time_scale: sample seconds per clock second (cells respond faster).
     :param connect: connect on the RunEngine's loop (create the RunEngine first).
     :param name: prefix of the device names (default none).
@@ -195,8 +230,12 @@ def sim_microscope(
         focus_limits=opts.focus_limits,
         dmd_affine=world.true_affine if dmd_calibrated else None,
         pixel_size_um=opts.pixel_size_um,
+        slms={SECOND_SLM_KEY: SECOND_SLM} if opts.second_slm else None,
         name=name,
         connect=connect,
     )
     scope.sim = SimHandle(world, opts)
+    if opts.second_slm and dmd_calibrated:
+        scope.patterned_lights[SECOND_SLM_KEY].affine = world.light_paths[0].true_affine
+    scope.stage.speed_um_s = opts.stage_speed_um_s
     return scope
