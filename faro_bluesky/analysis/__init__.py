@@ -7,6 +7,9 @@ protocols (`Segmenter`, `Tracker`, `FeatureExtractor`, `Stimulator`,
 
 from ._analyzer import Analyzer
 from ._board import MaskBoard, MaskUnavailable
+from ._cluster import ClusterExecutor, cluster_executor
+from ._journal import part_files as track_part_files
+from ._journal import read_fov as read_track_parts
 from ._outputs import read_tracks
 from ._protocols import (
     FeatureExtractor,
@@ -22,6 +25,7 @@ from ._records import AnalysisError, VisitSummary
 __all__ = [
     "AnalysisError",
     "Analyzer",
+    "ClusterExecutor",
     "FeatureExtractor",
     "FrameInfo",
     "MaskBoard",
@@ -32,5 +36,8 @@ __all__ = [
     "Stimulator",
     "Tracker",
     "VisitSummary",
+    "cluster_executor",
+    "read_track_parts",
     "read_tracks",
+    "track_part_files",
 ]

@@ -55,7 +55,10 @@ class MaskBoard:
             _settle(fut, value)
 
     def peek(self, fov: int, t: int) -> Mask | None:
-        """The mask of (fov, t) if published (None if absent or skipped); never waits."""
+        """The mask of (fov, t) if published (None if absent or skipped); never waits.
+
+        For inspection (tests check which masks were out when): the plan awaits `get`.
+        """
         with self._lock:
             value = self._masks.get(fov, {}).get(t)
         return None if value is _SKIPPED else value  # type: ignore[return-value]

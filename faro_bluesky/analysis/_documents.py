@@ -2,13 +2,14 @@
 
 The analyzer works from documents only, live or replayed (one code path): a frame is
 addressed by its StreamResource URI and StreamDatum index, and described by the ``visit-*``
-fields the experiment plan reads with every frame. Pixels are looked up in the camera's
-in-memory cache when it is in this process, else read from the zarr store.
+fields the experiment plan reads with every frame, parsed with `faro_bluesky.schema` (a
+missing or unknown field raises `SchemaError`, which the analyzer records). Pixels are
+looked up in the camera's in-memory cache when it is in this process, else read from the
+zarr store.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +19,16 @@ import numpy as np
 import zarr
 from numpy.typing import NDArray
 
-from ..devices import find_frame
-from ..devices._zarr_store import path_from_uri
+from ..devices import find_frame, path_from_uri
+from ..schema import (
+    FrameField,
+    FrameKind,
+    MaskField,
+    MaskFields,
+    SchemaError,
+    Stream,
+    VisitFields,
+)
 
 
 @dataclass(frozen=True)
@@ -114,7 +123,7 @@ class DocumentIndex:
             self.__init__()  # type: ignore[misc]
             self.start = dict(doc)
         elif name == "descriptor":
-            self._streams[doc["uid"]] = doc.get("name", "primary")
+            self._streams[doc["uid"]] = doc.get("name", Stream.PRIMARY)
         elif name == "stream_resource":
             self._resources[doc["uid"]] = doc["uri"]
         elif name == "stream_datum":
@@ -142,19 +151,22 @@ class DocumentIndex:
     def _event(self, doc: Mapping[str, Any]) -> list[Stack]:
         stream = self._streams.get(doc["descriptor"])
         data = doc["data"]
-        if stream == "mask":
-            mask_key = next((k for k in data if k.endswith("-mask")), None)
-            if mask_key is not None:
-                mask = np.asarray(data[mask_key])
-                fov = next((int(v) for k, v in data.items() if k.endswith("-fov")), None)
-                mine = [r for r in self._unmasked if fov is None or r.fov == fov]
-                if mine:  # the stimulation it lit came first
-                    self.fired += [(r, mask) for r in mine]
-                    self._unmasked = [r for r in self._unmasked if r not in mine]
-                else:  # an older run: the stimulation follows
-                    self._last_mask = mask
+        if stream == Stream.MASK:
+            fired = MaskFields.from_event(data)
+            if fired.mask is None:
+                raise SchemaError(f"mask event without {MaskField.MASK}: the analyzer needs it")
+            mask = np.asarray(fired.mask)
+            mine = [r for r in self._unmasked if r.fov == fired.fov]
+            if mine:  # the stimulation it lit came first
+                self.fired += [(r, mask) for r in mine]
+                self._unmasked = [r for r in self._unmasked if r not in mine]
+            else:  # an older run: the stimulation follows
+                self._last_mask = mask
             return []
-        if stream != "primary" or "visit-kind" not in data:
+        if stream != Stream.PRIMARY:
+            return []
+        visit = VisitFields.maybe_from_event(data)
+        if visit is None or visit.kind is None:  # a stock plan's frame: not a visit's
             return []
         location = self._datums.pop((doc["descriptor"], doc["seq_num"]), None)
         if location is None:
@@ -162,21 +174,21 @@ class DocumentIndex:
         ref = FrameRef(
             uri=location[0],
             index=location[1],
-            fov=int(data["visit-p"]),
-            t=int(data["visit-t"]),
-            frame=int(data.get("visit-frame", 0)),
-            phase=str(data.get("visit-phase", "")),
-            kind=str(data["visit-kind"]),
-            c=int(data.get("visit-c", 0)),
-            n=int(data.get("visit-n", 1)) or 1,
-            channel=str(data.get("channel-config", "")),
+            fov=visit.p,
+            t=visit.t,
+            frame=visit.frame,
+            phase=visit.phase,
+            kind=visit.kind.value,
+            c=visit.c,
+            n=visit.n or 1,
+            channel=str(data.get(FrameField.CHANNEL, "")),
             time=float(doc.get("time", 0.0)),
-            scheduled=float(data.get("visit-scheduled", 0.0)),
-            stim=bool(data.get("visit-stim", False)),
-            ref=bool(data.get("visit-ref", False)),
-            metadata=json.loads(data.get("visit-metadata", "{}") or "{}"),
+            scheduled=visit.scheduled,
+            stim=visit.stim,
+            ref=visit.ref,
+            metadata=visit.metadata,
         )
-        if ref.kind == "stim":
+        if ref.kind == FrameKind.STIM:
             if self._last_mask is not None:
                 self.fired.append((ref, self._last_mask))
             else:

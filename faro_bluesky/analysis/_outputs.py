@@ -20,8 +20,10 @@ import pandas as pd
 import zarr
 from numpy.typing import NDArray
 
-from ..devices._zarr_store import ome_image_attrs
+from ..devices import link_fov_labels, ngff
 from ._journal import read_fov
+
+GROW_FRAMES = 256  # label arrays grow this many frames ahead, together; `finish` trims them
 
 LABEL_DTYPE = np.uint32
 
@@ -35,13 +37,15 @@ class LabelStore:
         self._lock = threading.Lock()
         self._arrays: dict[str, zarr.Array] = {}
         self._group: zarr.Group | None = None
+        self._length = 0
+        """Frames every label array holds now: they grow together, so any label written so
+        far lies within the first `_length` frames of every array (the catalog serves that
+        many rows of each; docs/decisions/0053-analysis-outputs-in-tiled.md)."""
 
     def _labels_group(self) -> zarr.Group:
         if self._group is None:
             root = zarr.open_group(self.root, mode="a", zarr_format=3)
-            self._group = root.require_group("labels")
-            known = self._group.attrs.get("ome", {}).get("labels", [])
-            self._group.attrs["ome"] = {"version": "0.5", "labels": list(known)}
+            self._group = root.require_group("labels")  # listed in `ome` by `_array`
         return self._group
 
     def _array(self, name: str, frame_shape: tuple[int, int]) -> zarr.Array:
@@ -50,21 +54,19 @@ class LabelStore:
             return array
         labels = self._labels_group()
         group = labels.require_group(name)
-        attrs = ome_image_attrs("0", self.pixel_size_um, name)
-        attrs["image-label"] = {"source": {"image": "../../"}}
-        group.attrs["ome"] = attrs
+        group.attrs["ome"] = ngff.ome_attrs(ngff.label_image(name, self.pixel_size_um))
         h, w = frame_shape
         array = group.create_array(
             "0",
-            shape=(0, 1, h, w),
+            shape=(self._length, 1, h, w),
             chunks=(1, 1, h, w),
             dtype=LABEL_DTYPE,
             fill_value=0,
             dimension_names=("t", "c", "y", "x"),
             overwrite=True,
         )
-        names = [n for n in labels.attrs["ome"]["labels"] if n != name]
-        labels.attrs["ome"] = {"version": "0.5", "labels": [*names, name]}
+        names = [n for n in labels.attrs.get("ome", {}).get("labels", []) if n != name]
+        labels.attrs["ome"] = ngff.ome_attrs(ngff.labels_group([*names, name]))
         self._arrays[name] = array
         return array
 
@@ -73,18 +75,38 @@ class LabelStore:
         image = np.asarray(image)
         with self._lock:
             array = self._array(name, image.shape)
-            if array.shape[0] <= index:
-                array.resize((index + 1, *array.shape[1:]))
+            if self._length <= index:  # grown ahead (a resize rewrites the metadata)
+                self._resize((index // GROW_FRAMES + 1) * GROW_FRAMES)
             array[index, 0] = image.astype(LABEL_DTYPE, copy=False)
 
+    def _resize(self, length: int) -> None:
+        for array in self._arrays.values():
+            if array.shape[0] != length:
+                array.resize((length, *array.shape[1:]))
+        self._length = length
+
     def finish(self, n_frames: int | None) -> None:
-        """Give every label array the raw array's length, as NGFF readers expect."""
-        if n_frames is None:
+        """Give every label array the raw array's length, as NGFF readers expect.
+
+        That is the image's own length when the store holds the image (the run's store):
+        ``n_frames``, the frames the analysis saw, falls short of it when the run ended in
+        the middle of a visit.
+        """
+        lengths = [n for n in (n_frames, self._image_length()) if n is not None]
+        if not lengths:
             return
         with self._lock:
-            for array in self._arrays.values():
-                if array.shape[0] < n_frames:
-                    array.resize((n_frames, *array.shape[1:]))
+            self._resize(max(lengths))
+        link_fov_labels(self.root)  # the per-FOV views' labels, if built (decision 0057)
+
+    def _image_length(self) -> int | None:
+        """Frames of the image the labels belong to (its NGFF dataset), if in this store."""
+        try:
+            attrs = zarr.open_group(self.root, mode="r").attrs.asdict()
+            path = attrs["ome"]["multiscales"][0]["datasets"][0]["path"]
+            return int(zarr.open_array(self.root / path, mode="r").shape[0])
+        except Exception:  # no image here (an analysis store): the analysis's count
+            return None
 
     @property
     def names(self) -> list[str]:

@@ -1,16 +1,28 @@
-"""What the analyzer records per visit: its summary, its failures, and a visit in progress."""
+"""What the analyzer records per visit: its summary, its failures, and a visit in progress.
+
+`VisitSummary` is defined with the document schema (`faro_bluesky.schema`), since the
+``analysis`` stream records it; it is re-exported here for the analyzer.
+"""
 
 from __future__ import annotations
 
+import logging
 import math
+import time
+import traceback
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from ..schema import VisitSummary
 from ._documents import Stack
 from ._jobs import FrameResult
 from ._protocols import FrameInfo, Mask
+
+__all__ = ["AnalysisError", "ErrorLog", "Visit", "VisitSummary"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -32,23 +44,31 @@ class AnalysisError:
         return f"{self.source}{where}: {self.exc_type}: {self.message}"
 
 
-@dataclass(frozen=True)
-class VisitSummary:
-    """What the analysis of one visit found (one event of the ``analysis`` stream)."""
+class ErrorLog:
+    """Where the analysis records a failure instead of raising it (ARCHITECTURE 5).
 
-    fov: int
-    t: int
-    phase: str
-    n_cells: int
-    mean_activity: float
-    """Mean ``cnr`` (ERK-KTR cytoplasm/nucleus ratio) of the cells, NaN without it."""
-    mask_fraction: float
-    """Fraction of the image the computed mask lights (1.0 whole field, NaN if none)."""
-    analysis_ms: float
-    """From the visit's stack being complete to its results being stored."""
-    error: str = ""
-    mask_ms: float = math.nan
-    """From the visit's stack being complete to its mask being published (NaN: none)."""
+    Shared by the analyzer's parts; ``errors`` is the analyzer's public list.
+    """
+
+    def __init__(self, errors: list[AnalysisError]) -> None:
+        self.errors = errors
+
+    def record(
+        self, source: str, exc: BaseException, fov: int | None = None, t: int | None = None
+    ) -> AnalysisError:
+        """Keep ``exc`` (with its traceback) as the failure of ``source`` at (fov, t)."""
+        error = AnalysisError(
+            source=source,
+            exc_type=type(exc).__name__,
+            message=str(exc),
+            traceback="".join(traceback.format_exception(exc)),
+            fov=fov,
+            t=t,
+            time=time.time(),
+        )
+        self.errors.append(error)
+        logger.warning("analysis error: %s", error)
+        return error
 
 
 @dataclass(eq=False)

@@ -12,17 +12,43 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from enum import IntEnum
+from typing import Any, Final
 
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["IMAGE", "KINDS", "REF", "STIM", "WAIT", "RunLayout", "layout_from_start"]
+from ..schema import FrameKind
 
-IMAGE, STIM, REF, WAIT = 0, 1, 2, 3
-KINDS: tuple[str, ...] = ("image", "stim", "ref", "wait")
-"""Names of the cell codes: a visit is ``stim`` if it stimulates, else ``ref`` if it takes
-reference channels, else ``image``; ``wait`` cells stand for ``wait(...)`` elements."""
+__all__ = ["KINDS", "WAIT_KIND", "Cell", "RunLayout", "layout_from_start"]
+
+WAIT_KIND: Final = "wait"
+"""The status' ``kind`` (and a strip cell's) while the microscope waits between visits."""
+
+
+class Cell(IntEnum):
+    """Code of a strip cell in `RunLayout.cells`; `KINDS` names each code."""
+
+    IMAGE = 0
+    """A visit that only images."""
+    STIM = 1
+    """A visit that stimulates."""
+    REF = 2
+    """A visit that takes reference channels (and does not stimulate)."""
+    WAIT = 3
+    """A ``wait(...)`` element of the experiment."""
+
+
+IMAGE, STIM, REF, WAIT = Cell
+KINDS: tuple[str, ...] = (
+    FrameKind.IMAGE.value,
+    FrameKind.STIM.value,
+    FrameKind.REF.value,
+    WAIT_KIND,
+)
+"""Names of the cell codes (``KINDS[Cell.STIM] == "stim"``): a visit is ``stim`` if it
+stimulates, else ``ref`` if it takes reference channels, else ``image``; ``wait`` cells
+stand for ``wait(...)`` elements. The visit kinds are `FrameKind` values."""
 
 
 def _frozen(a: NDArray) -> NDArray:
@@ -37,7 +63,7 @@ class RunLayout:
     uid: str
     """The RunStart uid."""
     cells: NDArray[np.uint8]
-    """One code per strip cell (index into `KINDS`), visits and waits in run order."""
+    """One `Cell` code per strip cell (index into `KINDS`), visits and waits in run order."""
     visit_cell: NDArray[np.int64]
     """The cell of each visit (visits are numbered like ``visit-index``)."""
     times: NDArray[np.float64]
@@ -73,6 +99,58 @@ class RunLayout:
         """Visits per phase name."""
         counts = np.bincount(self.phase, minlength=len(self.phase_names))
         return dict(zip(self.phase_names, counts.tolist(), strict=True))
+
+    @classmethod
+    def from_columns(
+        cls,
+        uid: str,
+        cols: Mapping[str, NDArray],
+        phase_names: Sequence[str],
+        *,
+        fovs: Sequence[Sequence[float]],
+        waits_before: Sequence[int] = (),
+        stim_mode: str = "current",
+        on_resume: str = "shift",
+    ) -> RunLayout:
+        """Build from `Schedule.columns` (arrays; what `from_visits` does row by row).
+
+        ``phase_names`` are the schedule's phases' names, by ``phase_index``.
+        """
+        stim, ref = np.asarray(cols["stim"], bool), np.asarray(cols["ref"], bool)
+        p = np.asarray(cols["p"], np.int64)
+        n = len(p)
+        codes = np.where(stim, int(Cell.STIM), np.where(ref, int(Cell.REF), int(Cell.IMAGE)))
+        firsts = np.sort(np.unique(p, return_index=True)[1]) if n else np.zeros(0, np.int64)
+        n_stim = np.where(stim, np.asarray(cols["n_stim"], np.int64), 0)
+        if stim_mode == "previous":
+            n_stim[firsts] = 0  # "previous" never fires at a FOV's first visit
+        frames = np.asarray(cols["n_image"], np.int64) + np.asarray(cols["n_ref"], np.int64)
+        frames = frames + n_stim
+        # phase codes in order of first appearance of each name in the schedule
+        pi = np.asarray(cols["phase_index"], np.int64)
+        names: dict[str, int] = {}
+        code_of = np.zeros(len(phase_names), np.int64)
+        order = np.sort(np.unique(pi, return_index=True)[1]) if n else np.zeros(0, np.int64)
+        for k in pi[order].tolist():
+            code_of[k] = names.setdefault(str(phase_names[k]), len(names))
+        before = np.sort(np.asarray([w for w in waits_before if 0 <= w < n], dtype=np.int64))
+        visit_cell = np.arange(n, dtype=np.int64) + np.searchsorted(
+            before, np.arange(n), side="right"
+        )
+        cells = np.full(n + len(before), int(Cell.WAIT), dtype=np.uint8)
+        cells[visit_cell] = codes.astype(np.uint8)
+        return cls(
+            uid=uid,
+            cells=_frozen(cells),
+            visit_cell=_frozen(visit_cell),
+            times=_frozen(np.asarray(cols["time"], dtype=np.float64)),
+            frames=_frozen(frames),
+            phase=_frozen(code_of[pi] if n else np.zeros(0, np.int64)),
+            phase_names=tuple(names),
+            fovs=tuple((float(x), float(y)) for x, y in fovs),
+            path=tuple(int(x) for x in p[firsts]),
+            on_resume=on_resume,
+        )
 
     @classmethod
     def from_visits(
@@ -179,18 +257,27 @@ def layout_from_start(doc: Mapping[str, Any]) -> RunLayout | None:
         "stim_mode": str(doc.get("stim_mode", "current")),
         "on_resume": str(doc.get("on_resume", "shift")),
     }
-    rows = doc.get("schedule")
-    if rows is None:
-        rows = _rebuild_rows(experiment, fovs, doc.get("time_per_fov"))
-        if rows is None:
+    from ..plans import shared_schedule
+
+    sched = shared_schedule(doc.get("schedule_key"))  # built by the plan in this process
+    rows = doc.get("schedule") if sched is None else None
+    if sched is None and rows is None:
+        sched = _rebuild(experiment, fovs, doc.get("time_per_fov"))
+        if sched is None:
             return None
+    if sched is not None:
+        cols = sched.columns()
+        waits = _waits_before(experiment, cols["phase_index"])
+        names = [p.name for p in sched.phases]
+        return RunLayout.from_columns(str(doc["uid"]), cols, names, waits_before=waits, **kw)
     waits = _waits_before(experiment, [int(r.get("phase_index", 0)) for r in rows])
     return RunLayout.from_visits(str(doc["uid"]), rows, waits_before=waits, **kw)
 
 
-def _rebuild_rows(
+def _rebuild(
     experiment: Sequence[Mapping[str, Any]], fovs: Sequence[Sequence[float]], time_per_fov: Any
-) -> list[dict[str, Any]] | None:
+) -> Any:
+    """The run's schedule from its start document (another process's run), or None."""
     from ..plans import experiment_from_json, schedule
 
     resolved = []
@@ -198,21 +285,7 @@ def _rebuild_rows(
         if el.get("type") == "decision":
             break
         resolved.append(el)
-    elements = experiment_from_json(resolved)
     if not any(el.get("type") in ("phase", "parallel") for el in resolved):
         return None
-    sched = schedule([tuple(xy) for xy in fovs], elements, time_per_fov=time_per_fov)
-    return [
-        {
-            "p": v.p,
-            "phase": v.phase,
-            "phase_index": v.phase_index,
-            "time": v.time,
-            "channels": v.channels,
-            "stim": v.stim,
-            "stim_channels": v.stim_channels,
-            "ref": v.ref,
-            "ref_channels": v.ref_channels,
-        }
-        for v in sched
-    ]
+    elements = experiment_from_json(resolved)
+    return schedule([tuple(xy) for xy in fovs], elements, time_per_fov=time_per_fov)

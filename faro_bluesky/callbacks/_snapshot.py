@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..schema import QueueReporter
 from ._layout import RunLayout
+from ._states import Activity, RunState
 
-__all__ = ["STATES", "PhaseProgress", "QueueDepth", "RunStatus", "parse_queue"]
+__all__ = ["STATES", "PhaseProgress", "QueueDepth", "RunStatus", "parse_queue", "poll_queues"]
 
-STATES = ("idle", "running", "pausing", "paused", "waiting", "stopping", "done", "failed")
-"""Every `RunStatus.state`."""
+STATES = tuple(state.value for state in RunState)
+"""Every `RunStatus.state` (the values of `RunState`)."""
 
 
 @dataclass(frozen=True)
@@ -41,8 +43,9 @@ class QueueDepth:
 class RunStatus:
     """A snapshot of the current (or last) run; immutable, safe to hand across threads."""
 
-    state: str = "idle"
-    """One of idle, running, pausing, paused, waiting, stopping, done, failed."""
+    state: RunState = RunState.IDLE
+    """One of idle, running, pausing, paused, waiting, stopping, done, failed (a
+    `RunState`, equal to those strings)."""
     run_uid: str | None = None
     plan_name: str = ""
     layout: RunLayout | None = None
@@ -53,8 +56,9 @@ class RunStatus:
     t: int | None = None
     p: int | None = None
     phase: str | None = None
-    kind: str = ""
-    """What the microscope does now: image, stim, ref, wait, or "" when not running."""
+    kind: Activity = Activity.NONE
+    """What the microscope does now: image, stim, ref, wait, or "" when not running (an
+    `Activity`, equal to those strings)."""
     visits_done: int = 0
     """Visits finished (all their frames received, or a later visit begun)."""
     visits_total: int | None = None
@@ -88,7 +92,7 @@ class RunStatus:
     @property
     def active(self) -> bool:
         """Whether a run is open (not idle, done or failed)."""
-        return self.state not in ("idle", "done", "failed")
+        return RunState(self.state).active
 
 
 def parse_queue(name: Any, value: Any) -> QueueDepth:
@@ -101,3 +105,12 @@ def parse_queue(name: Any, value: Any) -> QueueDepth:
     else:
         depth, cap = value, None
     return QueueDepth(str(name), int(depth), int(cap) if cap else None)
+
+
+def poll_queues(reporters: Iterable[QueueReporter]) -> tuple[QueueDepth, ...]:
+    """Every queue the ``reporters`` report now, in order (raises what they raise)."""
+    return tuple(
+        parse_queue(name, value)
+        for reporter in reporters
+        for name, value in dict(reporter.queue_stats()).items()
+    )

@@ -24,8 +24,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..callbacks import RunLayout, RunStatus, StatusCallback
-from ..callbacks._progress import format_duration
+from ..callbacks import RunLayout, RunStatus, StatusCallback, format_duration
 from ._bridge import StatusBridge
 from ._control import RunControl
 from ._fovmap import FovMap

@@ -17,15 +17,14 @@ from qtpy.QtCore import QEvent, QRect, QRectF, QSize, Qt
 from qtpy.QtGui import QBrush, QColor, QImage, QPainter, QPaintEvent, QPalette, QPen
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
-from ..callbacks import RunLayout
-from ..callbacks._layout import IMAGE, REF, STIM, WAIT
+from ..callbacks import Cell, RunLayout
 from ._theme import kind_luts, translucent
 
 __all__ = ["EventStrip", "column_codes"]
 
 # Which kind wins when several share one pixel column (higher wins).
 _PRIORITY = np.zeros(4, np.uint8)
-_PRIORITY[[IMAGE, REF, STIM, WAIT]] = [0, 1, 2, 3]
+_PRIORITY[[Cell.IMAGE, Cell.REF, Cell.STIM, Cell.WAIT]] = [0, 1, 2, 3]
 _BY_PRIORITY = np.argsort(_PRIORITY).astype(np.uint8)
 
 
@@ -108,7 +107,7 @@ class EventStrip(QWidget):
         bright, dim = kind_luts(self.palette())
         self._done = _image(bright[codes])
         self._future = _image(dim[codes])
-        wait = np.concatenate([[False], codes == WAIT, [False]])
+        wait = np.concatenate([[False], codes == Cell.WAIT, [False]])
         edges = np.flatnonzero(np.diff(wait.astype(np.int8)))
         self._wait_runs = [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True)]
         self._built_for = key

@@ -16,7 +16,8 @@ from __future__ import annotations
 import importlib
 import os
 import threading
-from dataclasses import dataclass, field
+from collections.abc import Hashable
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -244,9 +245,32 @@ def _import_extra(module: str, extra: str, who: str) -> Any:
         ) from err
 
 
+#: Models loaded in this process, by segmenter class and settings. A segmenter run by a
+#: process pool or a cluster arrives as a fresh copy with every job (pickled without its
+#: model): without this, a worker would load the model again for every frame.
+_MODELS: dict[Hashable, Any] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def _shared_model(owner: _LazyModel) -> Any:
+    """The model of ``owner``'s class and settings: loaded once per process."""
+    key = (type(owner), tuple((f.name, getattr(owner, f.name)) for f in fields(owner) if f.init))
+    try:
+        hash(key)
+    except TypeError:  # a setting that cannot be a key: this instance keeps its own
+        return owner._load()
+    with _MODELS_LOCK:
+        if key not in _MODELS:
+            _MODELS[key] = owner._load()
+        return _MODELS[key]
+
+
 @dataclass
 class _LazyModel:
-    """Base of the model wrappers: the model loads on first use, once, and is not pickled."""
+    """Base of the model wrappers: a model loaded on first use and never pickled.
+
+    It loads once per process and settings (`_shared_model`), not once per copy.
+    """
 
     _model: Any = field(default=None, init=False, repr=False, compare=False)
     _lock: threading.Lock = field(
@@ -260,7 +284,7 @@ class _LazyModel:
         """Load the model now (call before a run: a cold start can take a minute)."""
         with self._lock:
             if self._model is None:
-                self._model = self._load()
+                self._model = _shared_model(self)
             return self._model
 
     def __getstate__(self) -> dict[str, Any]:

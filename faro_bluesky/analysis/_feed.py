@@ -1,0 +1,161 @@
+"""`JobFeed`: hands visits to the executor, at most ``max_inflight`` at once.
+
+Back-pressure without loss (ARCHITECTURE decision 5): a stack that finds every worker
+busy waits as a reference (no pixels held) and is read back, from the camera's memory
+cache or the zarr store, when a worker frees; one whose mask is awaited jumps the queue.
+A visit whose mask is awaited gets only what its stimulator needs in its first job
+(docs/decisions/0030), and its segmentation may start with the segmenter's plane while
+the visit's other planes are still being exposed (`segment_early`).
+
+Jobs post their results to the analysis thread as messages (`Measured`, `Segmented`,
+`FeaturesMeasured`); a visit whose result is known here at once (its stack could not be
+read, or its early segmentation only needs positions added) is handed to ``settle``.
+Analysis thread only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+from ..schema import FrameKind
+from ._documents import FrameReader, FrameRef, Stack
+from ._jobs import FrameResult, measure, measure_features, measure_labels, segment
+from ._messages import FeaturesMeasured, Key, Measured, Message, Segmented
+from ._protocols import Need
+from ._records import Visit
+from ._run import AnalysisRun
+from ._setup import Setup, frame_info
+
+Settle = Callable[[Visit, FrameResult | BaseException, str], None]
+"""Takes a visit's segmentation outcome (and the step that failed, if it did)."""
+
+
+class JobFeed:
+    """Submits segmentation and measurement jobs within the executor's cap."""
+
+    def __init__(
+        self, setup: Setup, reader: FrameReader, post: Callable[[Message], None], settle: Settle
+    ) -> None:
+        self._setup = setup
+        self._reader = reader
+        self._post = post
+        self._settle = settle
+
+    def needs(self) -> frozenset[Need]:
+        """What the stimulator needs before its mask (nothing without one)."""
+        stimulator = self._setup.stimulator
+        return frozenset() if stimulator is None else stimulator.needs
+
+    def _with_features_now(self, visit: Visit) -> bool:
+        """A frame whose mask is awaited gets only what the stimulator needs before it."""
+        return not visit.needs_mask or Need.FEATURES in self.needs()
+
+    def accept(self, run: AnalysisRun, stack: Stack, stim: bool) -> None:
+        """Submit a new visit's stack now, or defer it (first in line if ``stim``)."""
+        if run.inflight < self._setup.max_inflight:
+            self.submit(run, stack)
+        elif stim:
+            run.deferred.appendleft(stack)  # a mask is awaited: jump the queue
+        else:
+            run.deferred.append(stack)
+
+    def refill(self, run: AnalysisRun) -> None:
+        """Submit deferred stacks while workers are free."""
+        while run.deferred and run.inflight < self._setup.max_inflight:
+            self.submit(run, run.deferred.popleft())
+
+    def submit(self, run: AnalysisRun, stack: Stack) -> None:
+        """Read a visit's stack and start its job (or finish its early segmentation)."""
+        setup = self._setup
+        visit = run.visits[(stack.head.fov, stack.head.t)]
+        early = visit.key in run.early
+        try:
+            image = self._reader.read_stack(stack)
+            info = frame_info(stack, image.shape)
+            if not early:
+                now = self._with_features_now(visit)
+                future = setup.executor.submit(
+                    measure, setup.segmenter, setup.features, image, info, with_features=now
+                )
+        except Exception as exc:
+            run.early.pop(visit.key, None)  # its result (if it comes) is not wanted
+            self._settle(visit, exc, "read")
+            return
+        visit.image, visit.info = image, info
+        if early:  # its segmentation started with its first plane
+            if run.early[visit.key] is not None:
+                self.measure_segmented(run, visit)
+            return
+        run.inflight += 1
+        future.add_done_callback(lambda f, key=visit.key: self._post(Measured(key, f)))
+
+    def segment_early(self, run: AnalysisRun, frame: FrameRef) -> None:
+        """Segment a visit's segmentation plane as soon as it is taken, if a mask is awaited.
+
+        The visit's other planes are still being exposed: segmentation, the longest step
+        before the mask, overlaps them instead of following the last one. Only with a free
+        worker; otherwise the stack's own job segments it as usual.
+        """
+        setup = self._setup
+        awaited = setup.stimulator is not None and (frame.stim or run.stim_mode == "previous")
+        channel = setup.segmenter.channel
+        mine = channel == frame.c if isinstance(channel, int) else channel == frame.channel
+        key = (frame.fov, frame.t)
+        if not (awaited and mine and frame.kind == FrameKind.IMAGE) or key in run.early:
+            return
+        if run.inflight >= setup.max_inflight:
+            return
+        try:
+            plane = self._reader.read(frame)
+            future = setup.executor.submit(segment, setup.segmenter, plane)
+        except Exception:
+            return  # the stack's own job reads and segments again (and records a failure)
+        run.early[key] = None
+        run.inflight += 1
+        future.add_done_callback(lambda f, key=key: self._post(Segmented(key, f)))
+
+    def segmented(self, run: AnalysisRun, key: Key, future: Future[Any]) -> None:
+        """An early segmentation finished: measure its visit if the stack is in."""
+        run.inflight -= 1
+        if key in run.early:  # else its stack could not be read: not wanted any more
+            run.early[key] = future
+            visit = run.visits.get(key)
+            if visit is None and run.ended:
+                del run.early[key]  # the run stopped before the rest of the visit
+            elif visit is not None and visit.image is not None:
+                self.measure_segmented(run, visit)
+        self.refill(run)
+
+    def measure_segmented(self, run: AnalysisRun, visit: Visit) -> None:
+        """Positions (or the declared features) of a visit segmented early, then settle."""
+        setup = self._setup
+        future = run.early.pop(visit.key)
+        outcome: FrameResult | BaseException | None = future.exception()
+        if outcome is None:
+            labels = future.result()
+            try:
+                if self._with_features_now(visit):
+                    job = setup.executor.submit(
+                        measure_labels, setup.features, labels, visit.image, visit.info
+                    )
+                    run.inflight += 1
+                    job.add_done_callback(lambda f, key=visit.key: self._post(Measured(key, f)))
+                    return
+                # positions only (~0.5 ms): here, not one more hop through the executor
+                outcome = measure_labels(
+                    setup.features, labels, visit.image, visit.info, with_features=False
+                )
+            except Exception as exc:
+                outcome = exc
+        self._settle(visit, outcome, "segmentation")
+
+    def measure_features(self, run: AnalysisRun, visit: Visit) -> None:
+        """Start the job measuring the features a visit's mask did not need (may raise)."""
+        features, result = self._setup.features, visit.result
+        future = self._setup.executor.submit(
+            measure_features, features, result.labels, visit.image, visit.info
+        )
+        run.inflight += 1
+        future.add_done_callback(lambda f, key=visit.key: self._post(FeaturesMeasured(key, f)))
