@@ -76,6 +76,9 @@ class Camera(StandardDetector):
         )
         self.sequence = soft_signal_rw(int, 0, getter=self._get_sequence, setter=self._arm)
         """Frames the next triggers take from one camera sequence (a burst); 0 = snaps."""
+        self.start_at = soft_signal_rw(float, 0.0, units="s", setter=self._set_start_at)
+        """When the next snap may start exposing (epoch s): a trigger sent ahead of time
+        starts its exposure then, on the core's thread. Used once; 0 = at once."""
         self.frames = FrameCache(cache_size)
         self.timing = FrameTiming()
         """Start and end of the latest exposure; plans read it with every frame."""
@@ -128,6 +131,9 @@ class Camera(StandardDetector):
         if writer is None:
             return {}
         return {"zarr": (writer.pending, writer.max_queued)}
+
+    async def _set_start_at(self, when: float) -> None:
+        self._acquire.start_at = float(when)
 
     async def _get_sequence(self) -> int:
         return self._acquire.feed.armed

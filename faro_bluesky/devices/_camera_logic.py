@@ -118,9 +118,15 @@ class MMAcquireLogic(DetectorAcquireLogic):
         """A failed snap is tried again this many times before the trigger fails."""
         self.retried = 0
         """Snaps that failed and were retried (transient camera errors), for the record."""
+        self.start_at = 0.0
+        """When the next snap's exposure may start (epoch s; 0: at once). One snap only."""
 
-    def _snap(self) -> tuple[np.ndarray, dict[str, Any]]:
+    def _snap(self, at: float = 0.0) -> tuple[np.ndarray, dict[str, Any]]:
         core = self._worker.core
+        if (delay := at - time.time()) > 0:
+            # a scheduled start: the trigger came ahead of time and the exposure starts
+            # here, on the core's thread, when due (no event-loop wake-up in between)
+            time.sleep(delay)
         started = time.time()
         core.snapImage()
         image = np.array(core.getImage(), copy=True)
@@ -153,9 +159,10 @@ class MMAcquireLogic(DetectorAcquireLogic):
             raise
 
     async def _snap_with_retries(self) -> tuple[np.ndarray, dict[str, Any]]:
+        at, self.start_at = self.start_at, 0.0
         for attempt in range(self.retries + 1):
             try:
-                return await self._worker.run(self._snap)
+                return await self._worker.run(self._snap, at)
             except Exception as exc:
                 if attempt == self.retries:
                     raise

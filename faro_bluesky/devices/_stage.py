@@ -119,6 +119,9 @@ class XYStage(CoreDevice, Movable[Sequence[float]], Stoppable):
     ) -> None:
         self._label = label
         self.limits = limits
+        self.speed_um_s: float | None = None
+        """Travel speed (µm/s) if known: plans then warn when FOV moves can't fit the
+        schedule. MMCore has no speed query, so set it for your stage (the simulation does)."""
         # last commanded (x, y): axis moves started together (grid_scan) compose into one
         self._target: list[float] | None = None
         self._moves = 0  # own moves in flight: external events then leave _target alone
@@ -249,6 +252,9 @@ class Focus(CoreDevice, Movable[float], Stoppable):
     ) -> None:
         self._label = label
         self.limits = limits
+        self.speed_um_s: float | None = None
+        """Travel speed (µm/s) if known: plans then warn when FOV moves can't fit the
+        schedule. MMCore has no speed query, so set it for your stage (the simulation does)."""
         with self.add_children_as_readables(StandardReadableFormat.HINTED_SIGNAL):
             self.readback, self._set_readback = soft_signal_r_and_setter(float, units="µm")
         super().__init__(core, name=name)

@@ -3,50 +3,41 @@
 The analyzer works beside the RunEngine and can't emit documents into the open run itself;
 the plan reads this facet between visits (stream ``analysis``, one event per analysed
 visit), so the catalog holds cells found, activity, mask fraction and analysis time of every
-visit without the analysis ever blocking acquisition.
+visit without the analysis ever blocking acquisition. Its signals are made from
+`faro_bluesky.schema.SUMMARY_FIELDS`, so they cannot drift from `VisitSummary`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 from collections import deque
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
 from ophyd_async.core import AsyncStatus, StandardReadable, soft_signal_r_and_setter
 
+from ..schema import SUMMARY_FIELDS, Stream, SummarySource
 
-class SummarySource(Protocol):
-    """Anything that produces per-visit summaries (the `Analyzer`)."""
-
-    def pop_summaries(self) -> list[Any]:
-        """Summaries finished since the last call."""
-        ...
-
-    def pending_summaries(self) -> int:
-        """How many `pop_summaries` would return now."""
-        ...
-
-    def wait_idle(self, timeout: float | None = ...) -> bool:
-        """Block until all work so far is done; False on timeout."""
-        ...
+__all__ = ["SummaryFacet", "SummarySource"]  # SummarySource: the analyzer contract's
 
 
 class SummaryFacet(StandardReadable):
-    """Each trigger takes the next finished visit summary; read gives its fields."""
+    """Each trigger takes the next finished visit summary; read gives its fields.
 
-    def __init__(self, source: SummarySource, name: str = "analysis") -> None:
+    One signal per `SUMMARY_FIELDS` entry, named like the `VisitSummary` attribute
+    (``facet.n_cells``, read as ``analysis-n_cells``).
+    """
+
+    def __init__(self, source: SummarySource, name: str = Stream.ANALYSIS) -> None:
         self.source = source
         self._buffer: deque[Any] = deque()
+        self._setters: dict[str, Callable[[Any], None]] = {}
         with self.add_children_as_readables():
-            self.fov, self._set_fov = soft_signal_r_and_setter(int, -1)
-            self.t, self._set_t = soft_signal_r_and_setter(int, -1)
-            self.phase, self._set_phase = soft_signal_r_and_setter(str, "")
-            self.n_cells, self._set_n_cells = soft_signal_r_and_setter(int, 0)
-            self.mean_activity, self._set_activity = soft_signal_r_and_setter(float, math.nan)
-            self.mask_fraction, self._set_fraction = soft_signal_r_and_setter(float, math.nan)
-            self.analysis_ms, self._set_ms = soft_signal_r_and_setter(float, 0.0, units="ms")
-            self.error, self._set_error = soft_signal_r_and_setter(str, "")
+            for f in SUMMARY_FIELDS:
+                signal, self._setters[f.name] = soft_signal_r_and_setter(
+                    f.type, f.initial, units=f.units
+                )
+                setattr(self, f.name, signal)
         super().__init__(name=name)
 
     def available(self) -> int:
@@ -65,11 +56,5 @@ class SummaryFacet(StandardReadable):
         if not self._buffer:
             return
         s = self._buffer.popleft()
-        self._set_fov(int(s.fov))
-        self._set_t(int(s.t))
-        self._set_phase(str(s.phase))
-        self._set_n_cells(int(s.n_cells))
-        self._set_activity(float(s.mean_activity))
-        self._set_fraction(float(s.mask_fraction))
-        self._set_ms(float(s.analysis_ms))
-        self._set_error(str(s.error))
+        for f in SUMMARY_FIELDS:
+            self._setters[f.name](f.type(getattr(s, f.name)))
