@@ -118,18 +118,44 @@ def latency(n_fovs: int, timepoints: int, whole_field: bool) -> None:
         print(f"  framework       {percentiles(lat['total'] - analysis)}")
 
 
-def throughput(n_fovs: int) -> None:
-    """Visits/s back to back (interval 0 per FOV) against stage travel + exposures."""
+def throughput(n_fovs: int, min_visits: int = 40) -> None:
+    """Visits/s back to back (interval 0 per FOV) against stage travel + exposures.
+
+    At least ``min_visits`` visits (whole timepoints), timed from the first visit's first
+    exposure to the last visit's last exposure end (the documents' camera timing), so the
+    rate is the loop's, not the run's opening and closing.
+    """
     scope_speed = 5000.0  # µm/s, the sim stage (SimOptions.stage_speed_um_s)
     step = 400.0  # µm between neighbouring FOVs
     per_visit = (sum(c.exposure for c in IMAGING) + sum(c.exposure for c in STIM)) / 1000
     limit = 1.0 / (per_visit + step / scope_speed)
-    primary, _, _, elapsed = run(n_fovs, 2, whole_field=False, interval=0.0)
+    timepoints = max(2, -(-min_visits // n_fovs))
+    primary, _, _, _ = run(n_fovs, timepoints, whole_field=False, interval=0.0)
     visits = primary.groupby(["visit-t", "visit-p"]).ngroups
-    rate = visits / elapsed
+    start = primary["camera-timing-start"].min()
+    end = primary["camera-timing-end"].max()
+    # visits - 1 full visit periods lie between the first start and the last start; the
+    # last visit adds its own frames (per_visit) after that
+    rate = (visits - 1) / (end - start - per_visit)
     print(
-        f"throughput {n_fovs:3d} FOVs: {rate:5.2f} visits/s, physical limit {limit:5.2f} "
-        f"({rate / limit:.2f} of it; {load()})"
+        f"throughput {n_fovs:3d} FOVs x {timepoints} timepoints: {rate:5.2f} visits/s, "
+        f"physical limit {limit:5.2f} ({rate / limit:.2f} of it; {load()})"
+    )
+
+
+def drift(minutes: float) -> None:
+    """Issue 11 point 5 for ``minutes``: 4 FOVs, lag p99 and its trend over the run."""
+    timepoints = max(2, round(minutes * 60))
+    primary, masks, _, _ = run(4, timepoints, whole_field=False)
+    lag = run_timing(primary, masks).lag
+    first = lag.groupby("t")["lag_ms"].median()
+    slope = np.polyfit(first.index.to_numpy(float), first.to_numpy(), 1)[0] if len(first) > 2 else 0
+    half = len(first) // 2
+    print(f"4 FOVs, {timepoints} timepoints at 1 s ({load()})")
+    print(f"  lag             {percentiles(lag['lag_ms'])}")
+    print(
+        f"  drift: lag median first half {first.iloc[:half].median():.2f} ms, second half "
+        f"{first.iloc[half:].median():.2f} ms, slope {slope * 60:+.3f} ms per minute"
     )
 
 
@@ -138,7 +164,11 @@ def main() -> None:
     parser.add_argument("--timepoints", type=int, default=20)
     parser.add_argument("--whole-field", action="store_true")
     parser.add_argument("--throughput", action="store_true")
+    parser.add_argument("--minutes", type=float, help="one 4-FOV run this long: lag drift")
     args = parser.parse_args()
+    if args.minutes:
+        drift(args.minutes)
+        return
     if args.throughput:
         for n in (4, 16, 64):
             throughput(n)

@@ -21,6 +21,7 @@ import numpy as np
 from bluesky.protocols import Readable
 from pydantic import BaseModel
 
+from ..schema import DocumentSink, contract_problems, provides_masks
 from ._limits import MAX_SECONDS, MAX_VISITS, number_problem, position_problem
 from ._model import Parallel, Phase, Wait
 from ._validate import iter_phases
@@ -101,11 +102,12 @@ def _analyzer(value: Any, problems: list[str]) -> Any:
             "e.g. Analyzer(segmenter=...) from faro_bluesky.analysis, or pass None"
         )
         return None
-    if not (callable(value) or getattr(value, "provides_masks", False)):
+    if not (isinstance(value, DocumentSink) or provides_masks(value)):
         problems.append(
             f"analyzer={value!r} neither takes documents (it is not callable) nor provides "
             "masks, so it would never run: pass a faro_bluesky.analysis.Analyzer or None"
         )
+    problems += contract_problems(value)  # the roles it takes on, checked once, here
     return value
 
 
@@ -120,7 +122,7 @@ def _stim_mask(value: Any, analyzer: Any, problems: list[str]) -> Any:
             "for no light, or a bool array of the camera's shape (camera pixels)"
         )
         return None
-    if getattr(analyzer, "provides_masks", False):
+    if provides_masks(analyzer):
         problems.append(
             "stim_mask is given but the analyzer provides the masks, so stim_mask would be "
             "ignored: drop stim_mask, or drop the analyzer for a fixed mask"

@@ -26,8 +26,9 @@ from scipy import ndimage
 from skimage.measure import ransac
 from skimage.transform import AffineTransform
 
-from ..devices import DMDPattern, LightSetting, Microscope
-from ..devices._affine import apply
+from ..devices import DMDPattern, LightSetting, Microscope, PatternedLight, apply_affine
+from ..schema import Stream
+from ._metadata import start_metadata
 
 #: DMD pixels per stripe of the finest Gray-code pattern of the locating pass
 LOCATE_CELL = 32
@@ -178,7 +179,7 @@ def choose_points(
     def valid(xy: NDArray) -> NDArray[np.bool_]:
         ok = np.all((xy >= lo) & (xy <= hi), axis=1)
         if to_cam is not None and camera_shape is not None:
-            cam = apply(to_cam, xy)
+            cam = apply_affine(to_cam, xy)
             ch, cw = camera_shape
             ok &= np.all(cam >= camera_margin, axis=1)
             ok &= (cam[:, 0] <= cw - 1 - camera_margin) & (cam[:, 1] <= ch - 1 - camera_margin)
@@ -266,6 +267,7 @@ class _FitReport:
 
 def _check(
     microscope: Microscope,
+    dmd: PatternedLight | None,
     channel: Any,
     n_points: int,
     radius: int,
@@ -273,11 +275,12 @@ def _check(
     min_inliers: int,
     residual_px: float,
 ) -> None:
-    dmd = microscope.dmd
     if dmd is None:
+        others = sorted(microscope.patterned_lights)
+        choose = f", or pass patterned_light= one of {others}" if others else ""
         raise ValueError(
             "microscope has no DMD (microscope.dmd is None): set the core's SLM device "
-            "before building the Microscope"
+            f"before building the Microscope{choose}"
         )
     if n_points < 4:
         raise ValueError(
@@ -315,6 +318,7 @@ def calibrate_dmd(
     locate: bool = True,
     position: Sequence[float] | None = None,
     md: dict | None = None,
+    patterned_light: PatternedLight | str | None = None,
 ) -> MsgGenerator[NDArray[np.float64]]:
     """Calibrate the DMD: project spots, detect them, fit and store the camera->DMD affine.
 
@@ -324,13 +328,14 @@ def calibrate_dmd(
     from the DMD's edges) are lit one at a time as disks of ``radius`` mirrors and imaged
     (stream ``primary``); each spot is located with sub-pixel precision and the DMD->camera
     affine is fitted with RANSAC, refitted on the inliers and inverted. The camera->DMD
-    affine is stored in ``microscope.dmd.affine`` and recorded (the DMD's ``calibration``
-    configuration and the fit residuals, stream ``calibration``). The DMD ends blank.
+    affine is stored in the light's ``affine`` (``microscope.dmd.affine`` by default) and
+    recorded (its ``calibration`` configuration and the fit residuals, stream
+    ``calibration``). The DMD ends blank.
 
     Parameters
     ----------
     microscope : Microscope
-        The microscope; it must have a DMD.
+        The microscope; it must have a DMD (or the ``patterned_light`` asked for).
     channel : LightSetting or object with .config/.exposure/.power, optional
         The channel that shows the DMD light on the camera; default
         ``LightSetting("Cyan", 25, 10)``.
@@ -356,6 +361,9 @@ def calibrate_dmd(
         ``microscope.lit_positions``; `optogenetic_plan` warns about FOVs near it.
     md : dict, optional
         Metadata for the start document.
+    patterned_light : PatternedLight or str, optional
+        The patterned light to calibrate: a key of ``microscope.patterned_lights`` (e.g.
+        ``"slm2"``) or the device; default ``microscope.dmd``. Its ``affine`` is set.
 
     Yields
     ------
@@ -366,7 +374,7 @@ def calibrate_dmd(
     Returns
     -------
     affine : numpy.ndarray
-        The 3x3 camera->DMD affine (on ``(x, y)``), as stored in ``microscope.dmd.affine``.
+        The 3x3 camera->DMD affine (on ``(x, y)``), as stored in the light's ``affine``.
 
     Raises
     ------
@@ -378,7 +386,9 @@ def calibrate_dmd(
     """
     if channel is None:
         channel = LightSetting("Cyan", 25, 10)
-    _check(microscope, channel, n_points, radius, border, min_inliers, residual_px)
+    dmd = microscope.patterned_light(patterned_light)
+    _check(microscope, dmd, channel, n_points, radius, border, min_inliers, residual_px)
+    assert dmd is not None  # refused by _check
     if position is not None:
         try:
             x, y = (float(v) for v in position)
@@ -390,12 +400,12 @@ def calibrate_dmd(
         position = (x, y)
     setting = LightSetting.coerce(channel)
     camera = microscope.camera
-    _md = {
-        "plan_name": "calibrate_dmd",
-        "detectors": [camera.name],
-        "plan_args": {
-            "microscope": repr(microscope),
-            "channel": repr(setting),
+    # bluesky's keys (_metadata.py); one spot image per event, so time is the dimension
+    _md = start_metadata(
+        "calibrate_dmd",
+        plan_args={
+            "microscope": microscope,
+            "channel": setting,
             "n_points": n_points,
             "radius": radius,
             "border": border,
@@ -403,21 +413,24 @@ def calibrate_dmd(
             "residual_px": residual_px,
             "seed": seed,
             "locate": locate,
-            "position": None if position is None else list(position),
+            "position": position,
+            "patterned_light": dmd.name,
         },
-        "n_points": n_points,
-        "radius": radius,
-        "channel": {
+        detectors=[camera],
+        motors=[] if position is None else [microscope.stage],
+        md=md,
+        n_points=n_points,
+        radius=radius,
+        channel={
             "config": setting.config,
             "exposure": setting.exposure,
             "power": setting.power,
             "group": setting.group,
         },
-        "hints": {},
-    }
-    _md.update(md or {})
+    )
     return _calibrate(
         microscope,
+        dmd,
         setting,
         n_points,
         radius,
@@ -433,6 +446,7 @@ def calibrate_dmd(
 
 def _calibrate(
     microscope: Microscope,
+    dmd: PatternedLight,
     setting: LightSetting,
     n_points: int,
     radius: int,
@@ -444,8 +458,7 @@ def _calibrate(
     md: dict[str, Any],
     position: tuple[float, float] | None = None,
 ) -> MsgGenerator[NDArray[np.float64]]:
-    dmd, camera = microscope.dmd, microscope.camera
-    assert dmd is not None  # checked by calibrate_dmd
+    camera = microscope.camera
     report = _FitReport(f"{dmd.name or 'dmd'}_fit")
     result: dict[str, NDArray[np.float64]] = {}
 
@@ -468,11 +481,11 @@ def _calibrate(
         yield from bps.mv(microscope.channel, setting)
         coarse, scale = None, 1.0
         if locate:
-            on = yield from snap(True, "locate")
-            off = yield from snap(False, "locate")
+            on = yield from snap(True, Stream.LOCATE)
+            off = yield from snap(False, Stream.LOCATE)
             stripes = []
             for axis, bit, image in _gray_patterns(dmd.shape):
-                stripes.append((axis, bit, (yield from snap(image, "locate"))))
+                stripes.append((axis, bit, (yield from snap(image, Stream.LOCATE))))
             coarse = _decode_footprint(on, off, stripes)
             scale = math.sqrt(abs(np.linalg.det(coarse[:2, :2])))  # mirrors per pixel
         radius_px = radius / scale
@@ -489,7 +502,7 @@ def _calibrate(
         half_window = math.ceil(radius_px + 3)
         spots = np.full((len(points), 2), np.nan)
         for i, xy in enumerate(points):
-            image = yield from snap(_disk(dmd.shape, xy, radius), "primary")
+            image = yield from snap(_disk(dmd.shape, xy, radius), Stream.PRIMARY)
             found = detect_spot(image, half_window=half_window)
             if found is not None:
                 spots[i] = found
@@ -520,7 +533,7 @@ def _calibrate(
         fit = _estimate(src[inliers], dst[inliers])
         if fit is None:
             raise RuntimeError(f"calibrate_dmd: the {n_in} inlier spots are degenerate: {hint}")
-        residuals = np.linalg.norm(apply(fit.params, src) - dst, axis=1)
+        residuals = np.linalg.norm(apply_affine(fit.params, src) - dst, axis=1)
         camera_to_dmd = np.linalg.inv(fit.params)
         dmd.affine = camera_to_dmd
         all_inliers = np.zeros(len(points), bool)
@@ -534,7 +547,7 @@ def _calibrate(
             rms_px=float(np.sqrt(np.mean(residuals[inliers] ** 2))),
             max_px=float(residuals[inliers].max()),
         )
-        yield from bps.trigger_and_read([dmd, report], name="calibration")
+        yield from bps.trigger_and_read([dmd, report], name=Stream.CALIBRATION)
         result["affine"] = camera_to_dmd
 
     yield from bpp.stage_wrapper(bpp.run_wrapper(inner(), md=md), [camera, dmd])

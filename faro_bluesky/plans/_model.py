@@ -45,7 +45,6 @@ __all__ = [
     "Wait",
     "experiment_from_json",
     "experiment_to_json",
-    "fovs_from_useq",
     "parallel",
     "wait",
 ]
@@ -360,65 +359,40 @@ class Phase(FaroModel):
         return tuple(ch.model_copy(update={"exposure": float(exp)}) for ch in self.stim_channels)
 
     @classmethod
-    def from_useq(cls, seq: useq.MDASequence, name: str | None = None, **overrides: Any) -> Phase:
-        """A phase from a useq `MDASequence`'s time plan, channels and axis order.
+    def from_useq(
+        cls,
+        seq: useq.MDASequence,
+        name: str | None = None,
+        *,
+        events: Iterable[useq.MDAEvent] | None = None,
+        **overrides: Any,
+    ) -> Phase:
+        """A phase from a useq `MDASequence` (time plan, channels, axis order).
 
-        Stage positions are not used: give FOVs to the plan separately (`fovs_from_useq`).
-        No time plan means one frame. ``overrides`` set or replace any Phase field.
+        The mapping, and which fields have no useq equivalent, is in ``_useq.py``
+        (decision 0044). Stage positions are not used: give FOVs to the plan separately
+        (`fovs_from_useq`). No time plan means one frame. ``events`` with an
+        ``slm_image`` give the stimulation; ``overrides`` set or replace any Phase
+        field. A ``MultiPhaseTimePlan`` is several phases: `phases_from_useq`.
         """
-        import useq
+        from ._useq_import import phase_from_useq
 
-        problems = []
-        tp = seq.time_plan
-        if isinstance(tp, useq.MultiPhaseTimePlan):
-            problems.append(
-                "a MultiPhaseTimePlan is several phases: make one Phase per time plan, e.g. "
-                "[Phase.from_useq(seq.replace(time_plan=t)) for t in seq.time_plan.phases]"
-            )
-        elif tp is not None:
-            overrides.setdefault("interval", tp.interval.total_seconds())
-            overrides.setdefault("n_frames", tp.num_timepoints())
-        else:
-            overrides.setdefault("interval", 0.0)
-            overrides.setdefault("n_frames", 1)
-        if seq.z_plan is not None or seq.grid_plan is not None:
-            problems.append("z and grid plans are not supported by Phase: remove them")
-        if "channels" not in overrides:
-            channels = []
-            for ch in seq.channels:
-                if ch.exposure is None:
-                    problems.append(
-                        f"useq channel {ch.config!r} has no exposure: set it in the "
-                        f"MDASequence or pass channels=[Channel(...)]"
-                    )
-                elif ch.acquire_every != 1:
-                    problems.append(f"useq channel {ch.config!r}: acquire_every is not supported")
-                else:
-                    # useq defaults group to "Channel"; only an explicit group is kept.
-                    group = ch.group if "group" in ch.model_fields_set else None
-                    channels.append(Channel(ch.config, ch.exposure, group=group))
-            overrides["channels"] = channels
-        if problems:
-            raise ValueError("; ".join(problems))
-        order = "".join(a for a in seq.axis_order if a in "tp")
-        overrides.setdefault("axis_order", order if order in ("tp", "pt") else "tp")
-        overrides["metadata"] = {**seq.metadata, **overrides.get("metadata", {})}
-        return cls(name or "phase", **overrides)
+        return phase_from_useq(seq, name, events=events, **overrides)
+
+    def to_useq(self, fovs: Sequence[Sequence[float]] | None = None) -> useq.MDASequence:
+        """The phase as a useq `MDASequence`; ``Phase.from_useq`` rebuilds it equal.
+
+        What useq has no field for (name, powers, stimulation, reference frames, fovs,
+        metadata) is kept in ``metadata["faro"]``; ``fovs`` (µm) become stage positions.
+        """
+        from ._useq import phases_to_useq
+
+        return phases_to_useq([self], fovs)
 
     def __add__(self, other: object) -> Any:
         raise TypeError(_NO_ADD)
 
     __radd__ = __add__
-
-
-def fovs_from_useq(seq: useq.MDASequence) -> list[tuple[float, float]]:
-    """The (x, y) stage positions of ``seq``, for the plan's ``fovs`` argument."""
-    out = []
-    for i, pos in enumerate(seq.stage_positions):
-        if pos.x is None or pos.y is None:
-            raise ValueError(f"stage_positions[{i}] has no x/y: every FOV needs both")
-        out.append((float(pos.x), float(pos.y)))
-    return out
 
 
 class Wait(FaroModel):

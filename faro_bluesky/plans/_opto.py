@@ -15,33 +15,42 @@ from bluesky.protocols import Readable
 from bluesky.utils import MsgGenerator, RunEngineControlException
 from ophyd_async.plan_stubs import ensure_connected
 
-from ..devices import FixedMask, MaskFacet, Microscope, SummaryFacet
+from ..devices import FixedMask, MaskFacet, Microscope, PatternedLight, SummaryFacet
+from ..schema import (
+    MASK,
+    MISSED,
+    VISIT,
+    DocumentSink,
+    Stream,
+    SummarySource,
+    mask_source,
+)
 from ._arguments import check_arguments
 from ._bursts import burst_at
 from ._errors import DeviceFault, ExperimentError
-from ._model import Parallel, Phase, Wait, experiment_to_json
+from ._metadata import optogenetic_start
+from ._model import Parallel, Phase, Wait
 from ._schedule import Schedule, Visit, schedule, schedule_problems
 from ._session import session_analyzer, session_microscope
 from ._stubs import (
-    acquire,
-    fetch_mask,
+    expose_at,
     move,
     read_event,
-    record_mask,
     record_summaries,
-    set_channel,
-    stimulate,
-    trigger_and_read_complete,
     wait_until,
 )
 from ._tags import MissedVisit, PauseClock, VisitTag
 from ._validate import calibration_warnings, timing_warnings, validate_experiment
+from ._visit import prepare_visit, visit
 
 logger = logging.getLogger(__name__)
 
 Element = Phase | Wait | Parallel | Callable[["DecisionContext"], Any]
 DEFAULT_MASK_TIMEOUT = 80.0  # s, faro's default
-_MAX_SCHEDULE_IN_START = 20_000  # visits; bigger schedules are summarised in the start doc
+# s before a visit is due that the plan wakes and sends its first trigger, which the camera
+# holds until the due time: more than the event loop's wake-up jitter plus a trigger's
+# hand-over (~1 + ~0.7 ms, measured), small enough to be idle time
+_TRIGGER_LEAD_S = 0.003
 
 
 @dataclass
@@ -56,103 +65,6 @@ class DecisionContext:
     analyzer: Any
     results: dict[str, Any] = field(default_factory=dict)
     """Free space for decisions to keep notes across the run."""
-
-
-def visit(
-    microscope: Microscope,
-    v: Visit,
-    *,
-    masks: MaskFacet | None = None,
-    mask_t: int | None = None,
-    stim_mode: str = "current",
-    tag: VisitTag | None = None,
-    per_visit: Sequence[Readable] = (),
-    clock: PauseClock | None = None,
-    applied: dict[str, Any] | None = None,
-) -> MsgGenerator[None]:
-    """One visit of FOV ``v.p`` at timepoint ``v.t``: move, image, stimulate, reference.
-
-    Order: ``"current"``: imaging channels, ref channels (if due), then the mask of this
-    frame is fetched and fired; ``"previous"``: the mask of this FOV's previous frame
-    (``mask_t``; none on its first visit) fires first, then imaging and ref. The stage
-    moves only when the FOV changes (``applied`` remembers it across visits).
-
-    Yields
-    ------
-    msg : Msg
-        Stage ``set`` if needed, frames in stream ``primary``, the mask in stream ``mask``,
-        DMD ``set`` and blank around each stim exposure, ``per_visit`` readings in stream
-        ``per_visit``.
-
-    """
-    applied = {} if applied is None else applied
-    scope = microscope
-    if applied.get("xy") != v.xy:
-        yield from move(scope.stage, v.xy, clock=clock)
-        applied["xy"] = v.xy
-    # every frame's event says when it was exposed and what the DMD showed meanwhile (the
-    # timestamp of its reading: when the pattern went up): latency from documents alone
-    readables = [scope.stage, scope.channel, scope.camera.timing]
-    readables += [scope.dmd] if scope.dmd is not None else []
-    readables += [tag] if tag is not None else []
-    common = {"readables": readables, "tag": tag, "clock": clock, "applied": applied}
-
-    def _stim(source_t: int) -> MsgGenerator[None]:
-        mask: Any = True
-        fixed = masks is not None and isinstance(masks.provider, FixedMask)
-        if fixed:  # known beforehand: fired at once, fetched (and recorded) after
-            mask = masks.as_fired(masks.provider.mask)
-        elif masks is not None:
-            mask = yield from fetch_mask(masks, v.p, source_t, clock=clock, record=False)
-
-        def record() -> MsgGenerator[None]:
-            if fixed:
-                yield from fetch_mask(masks, v.p, source_t, clock=clock)
-            elif masks is not None:
-                yield from record_mask(masks)
-
-        # the mask event is composed after the stimulation (off the latency path); a
-        # stimulation cut short by a device fault still records the mask it used
-        try:
-            yield from stimulate(
-                scope.camera, scope.channel, scope.dmd, mask, v.stim_channels, **common
-            )
-        except DeviceFault:
-            yield from record()
-            raise
-        yield from record()
-
-    if v.stim and stim_mode == "previous" and mask_t is not None:
-        yield from _stim(mask_t)
-    yield from acquire(scope.camera, scope.channel, v.channels, kind="image", **common)
-    if v.ref:
-        yield from acquire(scope.camera, scope.channel, v.ref_channels, kind="ref", **common)
-    if v.stim and stim_mode == "current":
-        yield from _stim(v.t)
-    if per_visit:
-        yield from trigger_and_read_complete([*per_visit, tag] if tag else per_visit, "per_visit")
-
-
-def prepare_visit(
-    microscope: Microscope,
-    v: Visit,
-    *,
-    stim_mode: str = "current",
-    clock: PauseClock | None = None,
-    applied: dict[str, Any],
-) -> MsgGenerator[None]:
-    """Move the stage to visit ``v``'s FOV and apply its first imaging preset.
-
-    Done before the visit is due, so that its first exposure starts on schedule. In
-    ``"previous"`` mode a stimulating visit begins with the stimulation, whose channel is
-    set with the DMD pattern, so only the stage moves then. ``applied`` is shared with
-    `visit`, which then skips what is already in place.
-    """
-    if applied.get("xy") != v.xy:
-        yield from move(microscope.stage, v.xy, clock=clock)
-        applied["xy"] = v.xy
-    if v.channels and not (v.stim and stim_mode == "previous"):
-        yield from set_channel(microscope.channel, v.channels[0], clock=clock, applied=applied)
 
 
 class OptogeneticPlan(Generator[Msg, Any, str]):
@@ -180,6 +92,7 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
         stim_mask: Any,
         mask_timeout: float | None,
         settle_timeout: float = 60.0,
+        patterned_light: PatternedLight | str | None = None,
     ) -> None:
         # Every argument is checked (type, finiteness, range) before anything is built;
         # refused ones become placeholders so that _check still lists every problem.
@@ -204,6 +117,8 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
         self.stim_mask = args.stim_mask
         self.mask_timeout = args.mask_timeout
         self.settle_timeout = settle_timeout
+        self.patterned_light = patterned_light
+        """The light asked for (a device, a key of ``patterned_lights``, None: default)."""
         self.run_warnings: list[str] = []
         """What the run was asked to do and never did (also the stop document's reason)."""
         self.max_consecutive_misses = 3
@@ -214,11 +129,19 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
         self._schedule: Schedule | None = None
         self.visits_done = 0
         self._gen: MsgGenerator[str] | None = None
+        self._last_visit_run = False  # past its last visit: edits would be ignored
         self._check(args.phases, args.problems)
+        self.light: PatternedLight | None = microscope.patterned_light(patterned_light)
+        """The patterned light that projects the masks (None: whole-field light only)."""
         self._elements = list(args.phases or ())
         self._schedule = self._build_schedule()
         self.warnings = timing_warnings(
-            len(self.fovs), self._elements, time_per_fov=time_per_fov, stim_mode=stim_mode
+            len(self.fovs),
+            self._elements,
+            time_per_fov=time_per_fov,
+            stim_mode=stim_mode,
+            fovs=self.fovs,
+            stage_speed_um_s=getattr(microscope.stage, "speed_um_s", None),
         ) + calibration_warnings(microscope, self.fovs)
         """Problems that don't stop the run (e.g. visits that can't fit an interval)."""
         for warning in self.warnings:
@@ -241,6 +164,7 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
             stim_mode=self.stim_mode,
             on_resume=self.on_resume,
             per_visit=self.per_visit,
+            patterned_light=self.patterned_light,
         )
         resolved = self._resolved(elements or [])
         if resolved and self.fovs:  # no FOVs: refused by check_arguments
@@ -276,10 +200,14 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
             return list(self._elements)
 
     def extend(self, *elements: Element) -> None:
-        """Append phases/waits/decisions to the experiment (also while it runs)."""
+        """Append phases/waits/decisions to the experiment, also while it runs.
+
+        Refused (`RuntimeError`) once its last visit has run: it would be ignored.
+        """
         with self._lock:
             new = [*self._elements, *elements]
             self._check(new)
+            self._refuse_if_over("extend")
             self._elements = new
             self._schedule = self._build_schedule()
 
@@ -288,30 +216,19 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
         with self._lock:
             new = [*self._elements[: self._started], *elements]
             self._check(new)
+            self._refuse_if_over("replace_pending")
             self._elements = new
             self._schedule = self._build_schedule()
 
+    def _refuse_if_over(self, what: str) -> None:
+        if self._last_visit_run:
+            raise RuntimeError(
+                f"cannot {what}: the experiment has run its last visit; start a new run"
+            )
+
     # --------------------------------------------------------------- running
     def _start_md(self) -> dict[str, Any]:
-        sched = self._schedule
-        phases = [p for p in self._resolved(self._elements) if isinstance(p, Phase)]
-        md: dict[str, Any] = {
-            "plan_name": "optogenetic_plan",
-            "experiment": experiment_to_json(self._elements),
-            "phase_names": sorted({p.name for p in phases}),
-            "fovs": [list(xy) for xy in self.fovs],
-            "stim_mode": self.stim_mode,
-            "on_resume": self.on_resume,
-            "time_per_fov": self.time_per_fov,
-            "num_visits": len(sched) if sched else 0,
-            "warnings": list(self.warnings),
-            "num_points": sum(len(v.channels) + len(v.ref_channels) for v in sched or ()),
-            "hints": {"dimensions": [(["visit-t"], "primary")]},
-        }
-        if sched is not None and len(sched) <= _MAX_SCHEDULE_IN_START:
-            md["schedule"] = sched.to_json()
-        md.update(self.md)
-        return md
+        return optogenetic_start(self)  # bluesky's keys + the experiment (_metadata.py)
 
     def _next_visit(self, ctx: DecisionContext) -> Visit | None:
         """The visit to run next, taking the next decision when the known ones are done."""
@@ -325,6 +242,7 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
                     return v
                 n_resolved = len(self._resolved(self._elements))
                 if n_resolved == len(self._elements):
+                    self._last_visit_run = True
                     return None
                 decision = self._elements[n_resolved]
             result = decision(ctx)
@@ -358,7 +276,7 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
                 "(every mask missed, so the DMD stayed dark): check the analyzer's errors "
                 "and mask_timeout"
             )
-        analyses = hasattr(self.analyzer, "pop_summaries")
+        analyses = isinstance(self.analyzer, SummarySource)
         if analyses and self.visits_done and not outcome["summaries"]:
             warnings.append(
                 f"the analyzer produced no result for any of the {self.visits_done} "
@@ -378,10 +296,10 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
         the run ends with a one-sentence reason.
         """
         logger.warning("visit t=%d FOV %d missed: %s", v.t, v.p, fault)
-        if self.microscope.dmd is not None:
-            yield from move(self.microscope.dmd, False)  # a stim cut short must not stay lit
+        if self.light is not None:
+            yield from move(self.light, False)  # a stim cut short must not stay lit
         missed.update(fault.device, str(fault.error))
-        yield from read_event([tag, missed], "missed")
+        yield from read_event([tag, missed], Stream.MISSED)
         if misses >= self.max_consecutive_misses:
             raise DeviceFault(
                 fault.device,
@@ -416,24 +334,24 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
 
     def _plan(self) -> MsgGenerator[str]:
         scope = self.microscope
-        tag = VisitTag(name="visit")
-        missed = MissedVisit(name="missed")
+        tag = VisitTag(name=VISIT)
+        missed = MissedVisit(name=MISSED)
         clock = PauseClock()
         analyzer = self.analyzer
-        if getattr(analyzer, "provides_masks", False):
-            provider = analyzer
-        else:
-            provider = FixedMask(True if self.stim_mask is None else self.stim_mask)
+        source = mask_source(analyzer)  # a MaskSource saying provides_masks, or None
+        fixed = FixedMask(True if self.stim_mask is None else self.stim_mask)
+        provider = source if source is not None else fixed
         # the plan's mask_timeout= wins; else the analyzer's own; else 80 s
         timeout = self.mask_timeout
         if timeout is None:
-            timeout = float(getattr(provider, "mask_timeout", DEFAULT_MASK_TIMEOUT))
-        shape = scope.dmd.camera_shape if scope.dmd is not None else (1, 1)
-        masks = MaskFacet(provider, shape, timeout=timeout, name="mask")
-        summary = SummaryFacet(analyzer) if hasattr(analyzer, "pop_summaries") else None
+            timeout = float(source.mask_timeout) if source is not None else DEFAULT_MASK_TIMEOUT
+        light = self.light
+        shape = light.camera_shape if light is not None else (1, 1)
+        masks = MaskFacet(provider, shape, timeout=timeout, name=MASK)
+        summary = SummaryFacet(analyzer) if isinstance(analyzer, SummarySource) else None
         facets = [tag, missed, masks] + ([summary] if summary is not None else [])
         yield from ensure_connected(*facets)
-        staged = [scope.camera] + ([scope.dmd] if scope.dmd is not None else [])
+        staged = [scope.camera] + ([light] if light is not None else [])
         ctx = DecisionContext(self, 0, scope, self.analyzer)
         shift = self.on_resume == "shift"
 
@@ -477,8 +395,13 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
                     def deadline(v: Visit = v, late: float = late, t0: float = t0) -> float:
                         return t0 + v.time + late + (clock.consume()[0] if shift else 0.0)
 
-                    yield from wait_until(deadline)
-                    tag.update(v, scheduled=deadline())
+                    # woken a little early, the camera is told when to start exposing
+                    yield from wait_until(deadline, early=_TRIGGER_LEAD_S)
+                    due = deadline()
+                    # (a burst's frames come as they come; an overdue visit starts at once)
+                    if self.visits_done >= burst_end and due > time.time():
+                        yield from expose_at(scope.camera, due)
+                    tag.update(v, scheduled=due)
                     yield from visit(
                         scope,
                         v,
@@ -489,6 +412,7 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
                         per_visit=self.per_visit,
                         clock=clock,
                         applied=applied,
+                        light=light,
                     )
                 except DeviceFault as fault:
                     misses += 1
@@ -509,7 +433,7 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
                 )
 
         plan = bpp.rewindable_wrapper(inner(), False)
-        if analyzer is not None and callable(analyzer):
+        if isinstance(analyzer, DocumentSink):
             # Subscribed for the run (a second subscription by the user is harmless: the
             # analyzer ignores a document it has just seen).
             plan = bpp.subs_wrapper(plan, {"all": [analyzer]})
@@ -554,6 +478,7 @@ def optogenetic_plan(
     time_per_fov: float | None = None,
     stim_mask: Any = None,
     mask_timeout: float | None = None,
+    patterned_light: PatternedLight | str | None = None,
 ) -> OptogeneticPlan:
     """Run a multi-phase, multi-FOV, closed-loop experiment as one bluesky run.
 
@@ -568,10 +493,16 @@ def optogenetic_plan(
     microscope, analyzer :
         Default: the session's (`set_session`). The analyzer provides stimulation masks
         through its ``masks`` facet; without one, stimulation is whole-field, or
-        ``stim_mask`` if given.
+        ``stim_mask`` if given. The plan uses the roles of the analyzer contract
+        (`faro_bluesky.schema.ClosedLoopAnalyzer`) it plays: `DocumentSink`,
+        `MaskSource`, `SummarySource`, `AnalysisNeeds`.
     stim_mask : bool or array
         Without an analyzer: the fixed mask (camera pixels, bool, the camera's shape) every
         stimulation fires; default whole field.
+    patterned_light : PatternedLight or str, optional
+        The device that projects the masks: a key of ``microscope.patterned_lights``
+        (e.g. ``"slm2"``) or a `PatternedLight`; default the microscope's ``dmd``. Without
+        one, stimulation is whole-field.
     stim_mode : {"current", "previous"}
         ``"current"``: image, then fire this frame's mask. ``"previous"``: fire the mask of
         this FOV's previous frame, then image (never on a FOV's first visit).
@@ -619,4 +550,5 @@ def optogenetic_plan(
         time_per_fov=time_per_fov,
         stim_mask=stim_mask,
         mask_timeout=mask_timeout,
+        patterned_light=patterned_light,
     )

@@ -9,77 +9,84 @@ before a device moves; the plan only walks the visits. It replaces faro's
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, overload
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ._batching import fov_time_offsets
 from ._errors import ExperimentError
 from ._limits import MAX_SECONDS, MAX_VISITS, number_problem, position_problem
-from ._model import Channel, Parallel, Phase, Wait
+from ._model import Parallel, Phase, Wait
+from ._visits import Schedule, Visit, share, shared
 
-if TYPE_CHECKING:
-    import pandas as pd
-
-__all__ = ["Schedule", "Visit", "schedule", "schedule_problems"]
+__all__ = ["Schedule", "Visit", "schedule", "schedule_problems", "share", "shared"]
 
 
-@dataclass(frozen=True, slots=True)
-class Visit:
-    """One timepoint at one FOV: where, when and which channels (faro's RTMEvent)."""
+@dataclass(slots=True)
+class _Block:
+    """Visits in run order as columns (one array per field).
 
-    index: int
-    """Position in the schedule, 0, 1, ..."""
-    t: int
-    """Global timepoint index, contiguous across sequential phases."""
-    p: int
-    """FOV index into the schedule's ``fovs``."""
-    xy: tuple[float, float]
-    """Stage position of the FOV (µm)."""
-    phase: str
-    """Name of the phase this visit belongs to."""
-    phase_index: int
-    """Index of the phase in `Schedule.phases` (flattened experiment order)."""
-    frame: int
-    """Frame index relative to the phase start."""
-    time: float
-    """Scheduled start, seconds since the experiment start."""
-    channels: tuple[Channel, ...]
-    """Imaging channels, in acquisition order."""
-    stim_channels: tuple[Channel, ...] = ()
-    """Channels fired with the stimulation mask (exposure override applied); empty if none."""
-    ref_channels: tuple[Channel, ...] = ()
-    """Reference channels acquired after imaging; empty unless a ref frame."""
-    metadata: dict[str, Any] = field(default_factory=dict)
-    """The phase metadata plus ``phase_name`` and ``phase_index``."""
-    rests: tuple[tuple[int, float], ...] = ()
-    """Waits this visit must honour in real time: ``(index, seconds)`` pairs, each saying
-    "start at least ``seconds`` after visit ``index`` ended". Set on the first visit after
-    a wait (``index``: the last visit before it), so that a late run still rests as long
-    as the experiment says (docs/decisions/0035-input-bounds-and-real-waits.md)."""
+    200 000 visits are built in tens of ms, where one Python object per visit took
+    seconds (issue 13, point 4).
+    """
 
-    @property
-    def stim(self) -> bool:
-        """Whether this visit stimulates."""
-        return bool(self.stim_channels)
+    time: NDArray[np.float64]
+    p: NDArray[np.int64]
+    frame: NDArray[np.int64]
+    t: NDArray[np.int64]
+    phase: NDArray[np.int64]
+    ids: NDArray[np.int64]
+    """A unique id per visit, for `rests` (ids survive sorting and merging)."""
+    rests: dict[int, dict[int, float]] = field(default_factory=dict)
+    """Real rests owed before a visit: its id -> {earlier visit id: seconds after it ended}."""
 
-    @property
-    def ref(self) -> bool:
-        """Whether this visit acquires reference channels."""
-        return bool(self.ref_channels)
+    @classmethod
+    def empty(cls) -> _Block:
+        f, i = np.zeros(0, np.float64), np.zeros(0, np.int64)
+        return cls(f, i, i, i, i, i)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def take(self, order: NDArray[np.intp]) -> _Block:
+        return _Block(
+            self.time[order],
+            self.p[order],
+            self.frame[order],
+            self.t[order],
+            self.phase[order],
+            self.ids[order],
+            self.rests,
+        )
+
+    @staticmethod
+    def concat(blocks: Sequence[_Block]) -> _Block:
+        blocks = [b for b in blocks if len(b)] or [_Block.empty()]
+        out = _Block(
+            *(
+                np.concatenate([getattr(b, name) for b in blocks])
+                for name in ("time", "p", "frame", "t", "phase", "ids")
+            )
+        )
+        for b in blocks:
+            out.rests.update(b.rests)
+        return out
+
+    def sorted_by_time_then_p(self) -> _Block:
+        return self.take(np.lexsort((self.p, self.time)))  # stable: ties keep their order
 
 
-@dataclass(slots=True, eq=False)
-class _Draft:
-    time: float
-    p: int
-    frame: int
-    t: int
-    phase_index: int
-    rests: dict[_Draft, float] = field(default_factory=dict)
-    """Real rests owed before this visit: earlier draft -> seconds after it ended."""
+@dataclass(slots=True)
+class _Ids:
+    next: int = 0
+
+    def take(self, n: int) -> NDArray[np.int64]:
+        out = np.arange(self.next, self.next + n, dtype=np.int64)
+        self.next += n
+        return out
 
 
 @dataclass(slots=True)
@@ -90,163 +97,14 @@ class _Clock:
     """The last element was a phase, so the next phase starts one of its intervals later."""
     t: int
     """The next free t index."""
-    last: _Draft | None = None
-    """The last visit so far, in run order (what a following wait is measured from)."""
-    owed: dict[_Draft, float] = field(default_factory=dict)
-    """Waits since the last phase: earlier draft -> seconds of real rest after it ended."""
+    last: int | None = None
+    """Id of the last visit so far, in run order (what a following wait is measured from)."""
+    owed: dict[int, float] = field(default_factory=dict)
+    """Waits since the last phase: earlier visit id -> seconds of real rest after it ended."""
     dry: bool = False
-    """Only move the cursor (no drafts): how `schedule_problems` finds the end cheaply."""
-
-
-class Schedule(Sequence[Visit]):
-    """An immutable, ordered sequence of `Visit`s with the context to read them.
-
-    Index it, iterate it, print it (`table`), or export it (`rows`, `to_dataframe`,
-    `to_json`).
-    """
-
-    __slots__ = ("_fovs", "_phases", "_start", "_visits")
-
-    def __init__(
-        self,
-        visits: Sequence[Visit],
-        *,
-        fovs: Sequence[tuple[float, float]],
-        phases: Sequence[Phase],
-        start: float = 0.0,
-    ) -> None:
-        self._visits = tuple(visits)
-        self._fovs = tuple(fovs)
-        self._phases = tuple(phases)
-        self._start = float(start)
-
-    def __len__(self) -> int:
-        return len(self._visits)
-
-    def __iter__(self) -> Iterator[Visit]:
-        return iter(self._visits)
-
-    @overload
-    def __getitem__(self, i: int) -> Visit: ...
-    @overload
-    def __getitem__(self, i: slice) -> tuple[Visit, ...]: ...
-    def __getitem__(self, i: int | slice) -> Visit | tuple[Visit, ...]:
-        return self._visits[i]
-
-    @property
-    def fovs(self) -> tuple[tuple[float, float], ...]:
-        """The FOV positions the visits' ``p`` index into."""
-        return self._fovs
-
-    @property
-    def phases(self) -> tuple[Phase, ...]:
-        """Every Phase in flattened experiment order (parallel branches in branch order)."""
-        return self._phases
-
-    @property
-    def start(self) -> float:
-        """Scheduled time of the experiment start (s)."""
-        return self._start
-
-    @property
-    def end(self) -> float:
-        """Scheduled time of the last visit (s)."""
-        return max((v.time for v in self._visits), default=self._start)
-
-    @property
-    def duration(self) -> float:
-        """Seconds from the start to the last visit (``end - start``)."""
-        return self.end - self._start
-
-    @property
-    def n_timepoints(self) -> int:
-        """Number of t indices used (max t + 1)."""
-        return max((v.t for v in self._visits), default=-1) + 1
-
-    def rows(self) -> list[dict[str, Any]]:
-        """One flat, JSON-able dict per visit (channels as config names)."""
-        return [
-            {
-                "index": v.index,
-                "t": v.t,
-                "p": v.p,
-                "x": v.xy[0],
-                "y": v.xy[1],
-                "phase": v.phase,
-                "phase_index": v.phase_index,
-                "frame": v.frame,
-                "time": v.time,
-                "channels": [c.config for c in v.channels],
-                "stim": v.stim,
-                "stim_channels": [c.config for c in v.stim_channels],
-                "stim_exposure": [c.exposure for c in v.stim_channels],
-                "ref": v.ref,
-                "ref_channels": [c.config for c in v.ref_channels],
-            }
-            for v in self._visits
-        ]
-
-    def to_json(self) -> list[dict[str, Any]]:
-        """The schedule for the run's start document: `rows` (the experiment has the rest)."""
-        return self.rows()
-
-    def to_dataframe(self) -> pd.DataFrame:
-        """The `rows` as a pandas DataFrame."""
-        import pandas as pd
-
-        return pd.DataFrame(self.rows())
-
-    def table(self, max_rows: int = 30) -> str:
-        """A fixed-width text table of the visits; long schedules show head and tail."""
-        header = ("#", "t", "p", "phase", "frame", "time (s)", "channels", "stim", "ref")
-        visits = list(self._visits)
-        hidden = 0
-        if len(visits) > max_rows:
-            head = max(1, max_rows // 2)
-            hidden = len(visits) - max_rows
-            visits = visits[:head] + visits[head + hidden :]
-        cells = [
-            (
-                str(v.index),
-                str(v.t),
-                str(v.p),
-                v.phase,
-                str(v.frame),
-                f"{v.time:.3f}",
-                ",".join(c.config for c in v.channels),
-                ("STIM " + ",".join(f"{c.config}({c.exposure:g}ms)" for c in v.stim_channels))
-                if v.stim
-                else "",
-                ("REF " + ",".join(c.config for c in v.ref_channels)) if v.ref else "",
-            )
-            for v in visits
-        ]
-        widths = [max(len(r[i]) for r in [header, *cells]) for i in range(len(header))]
-
-        def fmt(row: Sequence[str]) -> str:
-            return "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-
-        lines = [
-            f"Schedule: {len(self)} visits, {len(self._fovs)} FOV(s), "
-            f"{len(self._phases)} phase(s), {self.n_timepoints} timepoint(s), "
-            f"{self._start:g}-{self.end:g} s",
-            fmt(header),
-            fmt(["-" * w for w in widths]),
-        ]
-        for i, row in enumerate(cells):
-            if hidden and i == max(1, max_rows // 2):
-                lines.append(f"... {hidden} more visit(s) ...")
-            lines.append(fmt(row))
-        return "\n".join(lines)
-
-    def __str__(self) -> str:
-        return self.table()
-
-    def __repr__(self) -> str:
-        return (
-            f"Schedule({len(self)} visits, {len(self._fovs)} FOVs, {len(self._phases)} phases, "
-            f"{self._start:g}-{self.end:g} s)"
-        )
+    """Only move the cursor (no visits): how `schedule_problems` finds the end cheaply."""
+    ids: _Ids = field(default_factory=_Ids)
+    """Shared by a clock and its parallel branches' clocks."""
 
 
 def _is_list(value: Any) -> bool:
@@ -308,25 +166,26 @@ def _problems(
     return problems, positions
 
 
-def _phase_drafts(
-    phase: Phase, k: int, start: float, t0: int, n_fovs: int, time_per_fov: float | None
-) -> list[_Draft]:
-    ps = list(phase.fovs) if phase.fovs is not None else list(range(n_fovs))
-    n, dt = phase.n_frames, phase.interval
-    if phase.axis_order == "pt":
-        return [
-            _Draft(start + (r * n + f) * dt, p, f, t0 + f, k)
-            for r, p in enumerate(ps)
-            for f in range(n)
-        ]
-    offsets = fov_time_offsets(len(ps), n, dt, time_per_fov)
-    drafts = [
-        _Draft(start + f * dt + offsets[r], p, f, t0 + f, k)
-        for f in range(n)
-        for r, p in enumerate(ps)
-    ]
-    drafts.sort(key=lambda d: (d.time, d.p))
-    return drafts
+def _phase_block(
+    phase: Phase,
+    k: int,
+    start: float,
+    t0: int,
+    n_fovs: int,
+    time_per_fov: float | None,
+    ids: _Ids,
+) -> _Block:
+    ps = np.asarray(list(phase.fovs) if phase.fovs is not None else range(n_fovs), np.int64)
+    n, dt, m = phase.n_frames, phase.interval, len(ps)
+    if phase.axis_order == "pt":  # FOV-major: FOV rank r, then its frames
+        rank, frame = np.divmod(np.arange(m * n, dtype=np.int64), n)
+        time = start + (rank * n + frame) * dt
+        return _Block(time, ps[rank], frame, t0 + frame, np.full(m * n, k), ids.take(m * n))
+    offsets = np.asarray(fov_time_offsets(m, n, dt, time_per_fov), np.float64)
+    frame, rank = np.divmod(np.arange(n * m, dtype=np.int64), m)  # frame-major
+    time = start + frame * dt + offsets[rank]
+    block = _Block(time, ps[rank], frame, t0 + frame, np.full(n * m, k), ids.take(n * m))
+    return block.sorted_by_time_then_p()
 
 
 def _phase_end(phase: Phase, start: float, n_fovs: int, time_per_fov: float | None) -> float:
@@ -353,9 +212,9 @@ def _run(
     flat: list[Phase],
     n_fovs: int,
     time_per_fov: float | None,
-) -> list[_Draft]:
+) -> _Block:
     """Schedule ``elements`` one after the other from ``clock`` (updated in place)."""
-    out: list[_Draft] = []
+    out: list[_Block] = []
     for el in elements:
         if isinstance(el, Wait):
             clock.cursor += el.seconds
@@ -368,11 +227,11 @@ def _run(
             if clock.dry:
                 clock.cursor = _phase_end(el, start, n_fovs, time_per_fov)
             else:
-                drafts = _phase_drafts(el, len(flat), start, clock.t, n_fovs, time_per_fov)
-                out += drafts
-                clock.cursor = max(d.time for d in drafts)
-                drafts[0].rests = clock.owed  # the first visit of the phase (earliest time)
-                clock.last = drafts[-1]
+                block = _phase_block(el, len(flat), start, clock.t, n_fovs, time_per_fov, clock.ids)
+                out.append(block)
+                clock.cursor = float(block.time.max())
+                block.rests[int(block.ids[0])] = clock.owed  # its first (earliest) visit
+                clock.last = int(block.ids[-1])
             clock.owed = {}
             flat.append(el)
             clock.gap = True
@@ -383,24 +242,25 @@ def _run(
             firsts = [b[0].interval for b in el.branches if b and isinstance(b[0], Phase)]
             start = clock.cursor + (max(firsts, default=0.0) if clock.gap else 0.0)
             subs = [
-                _Clock(start, False, clock.t, clock.last, dict(clock.owed), clock.dry)
+                _Clock(start, False, clock.t, clock.last, dict(clock.owed), clock.dry, clock.ids)
                 for _ in el.branches
             ]
-            merged: list[_Draft] = []
-            for branch, sub in zip(el.branches, subs, strict=True):
-                merged += _run(branch, sub, flat, n_fovs, time_per_fov)
-            merged.sort(key=lambda d: (d.time, d.p))
-            out += merged
+            branches = [
+                _run(branch, sub, flat, n_fovs, time_per_fov)
+                for branch, sub in zip(el.branches, subs, strict=True)
+            ]
+            merged = _Block.concat(branches).sorted_by_time_then_p()
+            out.append(merged)
             clock.cursor = max(s.cursor for s in subs)
             clock.gap = any(s.gap for s in subs if s.cursor == clock.cursor)
             clock.t = max(s.t for s in subs)
-            clock.last = merged[-1] if merged else clock.last
+            clock.last = int(merged.ids[-1]) if len(merged) else clock.last
             # A branch ending with a wait still owes that rest to whatever comes next.
             clock.owed = {}
             for sub in subs:
                 for d, seconds in sub.owed.items():
                     clock.owed[d] = max(seconds, clock.owed.get(d, 0.0))
-    return out
+    return _Block.concat(out)
 
 
 def schedule_problems(
@@ -506,30 +366,12 @@ def schedule(
     ExperimentError.raise_if(problems)
     positions = [(float(x), float(y)) for x, y in fovs]
     flat: list[Phase] = []
-    drafts = _run(phases, _Clock(float(start), False, 0), flat, len(positions), time_per_fov)
-    owed_to = {j for d in drafts for j in d.rests}  # visits a wait is measured from
-    index = {d: i for i, d in enumerate(drafts) if d in owed_to}
-    bases = [{**p.metadata, "phase_name": p.name, "phase_index": k} for k, p in enumerate(flat)]
-    stims = [[p.stim_channels_at(f) for f in range(p.n_frames)] for p in flat]
-    refs = [frozenset(p.ref_frames) for p in flat]
-    visits = []
-    for i, d in enumerate(drafts):
-        phase = flat[d.phase_index]
-        visits.append(
-            Visit(
-                index=i,
-                t=d.t,
-                p=d.p,
-                xy=positions[d.p],
-                phase=phase.name,
-                phase_index=d.phase_index,
-                frame=d.frame,
-                time=d.time,
-                channels=phase.channels,
-                stim_channels=stims[d.phase_index][d.frame],
-                ref_channels=phase.ref_channels if d.frame in refs[d.phase_index] else (),
-                metadata=dict(bases[d.phase_index]),
-                rests=tuple((index[j], s) for j, s in d.rests.items() if s > 0),
-            )
-        )
-    return Schedule(visits, fovs=positions, phases=flat, start=start)
+    block = _run(phases, _Clock(float(start), False, 0), flat, len(positions), time_per_fov)
+    # rests by schedule index: "start at least s after visit j ended"
+    where = dict(zip(block.ids.tolist(), range(len(block)), strict=True)) if block.rests else {}
+    rests = {
+        where[first]: tuple((where[j], sec) for j, sec in owed.items() if sec > 0)
+        for first, owed in block.rests.items()
+        if any(sec > 0 for sec in owed.values())
+    }
+    return Schedule._from_columns(block, rests, fovs=positions, phases=flat, start=start)

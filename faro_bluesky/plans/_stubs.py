@@ -4,8 +4,9 @@ They are ordinary bluesky plans, usable inside users' own plans. Each survives a
 the middle: with the experiment running non-rewindable (ARCHITECTURE decision 3) an
 interrupted message simply returns on resume, so the stubs check the `PauseClock` after
 every move and redo a move a pause may have stopped (the RunEngine stops the stage and
-blanks the DMD on pause); a frame whose trigger was interrupted is waited for, never
-re-triggered, so no frame is taken twice or lost and no stimulation is repeated.
+blanks the patterned light on pause); a frame whose trigger was interrupted is waited
+for, never re-triggered, so no frame is taken twice or lost and no stimulation is
+repeated.
 """
 
 from __future__ import annotations
@@ -16,13 +17,22 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import bluesky.plan_stubs as bps
+import numpy as np
 from bluesky import Msg
 from bluesky.protocols import Readable, Triggerable
 from bluesky.utils import FailedStatus, MsgGenerator, new_uid
 from numpy.typing import NDArray
 
-from ..devices import Camera, ChannelPresets, LightSetting, MaskFacet, SummaryFacet
-from ..devices._dmd import DMD
+from ..devices import (
+    Camera,
+    CameraMask,
+    ChannelPresets,
+    LightSetting,
+    MaskFacet,
+    PatternedLight,
+    SummaryFacet,
+)
+from ..schema import FrameKind, Stream
 from ._errors import DeviceFault
 from ._tags import PauseClock, VisitTag
 
@@ -47,13 +57,19 @@ def _mv(obj: Any, value: Any) -> MsgGenerator[None]:
 
 
 def wait_until(
-    deadline: float | Callable[[], float], *, chunk: float = _WAIT_CHUNK_S
+    deadline: float | Callable[[], float],
+    *,
+    chunk: float = _WAIT_CHUNK_S,
+    early: float = 0.0,
 ) -> MsgGenerator[float]:
     """Wait until the wall-clock time ``deadline`` (epoch s); return how late we were (s).
 
     ``deadline`` may be a callable, re-evaluated every ``chunk`` seconds (a schedule that
     shifts after a pause). The wait is absolute: an early-returning sleep after a pause or a
     replay is harmless. A checkpoint per chunk lets a deferred pause land during long waits.
+    ``early`` (s) returns that much before the deadline: for a plan that hands the exact
+    start to a device (`expose_at`), since the event loop's own wake-up is only
+    millisecond-precise.
 
     Yields
     ------
@@ -63,11 +79,22 @@ def wait_until(
     """
     while True:
         target = deadline() if callable(deadline) else deadline
-        remaining = target - time.time()
+        remaining = target - early - time.time()
         if remaining <= 0:
             return -remaining
         yield Msg("checkpoint")
         yield Msg("sleep", None, min(remaining, chunk))
+
+
+def expose_at(camera: Camera, when: float) -> MsgGenerator[None]:
+    """The camera's next snap starts exposing at ``when`` (epoch s), not before.
+
+    Sent a little ahead (`wait_until` with ``early``), the trigger then reaches the
+    camera's thread in time and the exposure starts on schedule to within the OS sleep's
+    precision, instead of after the event loop wakes up and hands the trigger over (1-3 ms
+    late, measured: docs/benchmarks.md).
+    """
+    yield from _mv(camera.start_at, when)
 
 
 def _status_error(exc: FailedStatus) -> BaseException:
@@ -126,17 +153,26 @@ def trigger_complete(devices: Sequence[Any]) -> MsgGenerator[None]:
 
 
 def read_event(devices: Sequence[Readable], name: str) -> MsgGenerator[dict[str, Any]]:
-    """One event of stream ``name`` with the readings of ``devices``; return them."""
+    """One event of stream ``name`` with the readings of ``devices``; return them.
+
+    A stop or abort thrown in while the readings are taken (after a pause at once cut
+    one short) drops the half-made event, so the run's clean-up (a closing baseline, the
+    stop) can record its own events instead of failing on the open one.
+    """
     yield Msg("create", None, name=name)
     readings: dict[str, Any] = {}
-    for obj in devices:
-        readings.update((yield Msg("read", obj)))
+    try:
+        for obj in devices:
+            readings.update((yield Msg("read", obj)))
+    except BaseException:
+        yield Msg("drop")
+        raise
     yield Msg("save")
     return readings
 
 
 def trigger_and_read_complete(
-    devices: Sequence[Readable], name: str = "primary", *, clock: PauseClock | None = None
+    devices: Sequence[Readable], name: str = Stream.PRIMARY, *, clock: PauseClock | None = None
 ) -> MsgGenerator[dict[str, Any]]:
     """Like ``bps.trigger_and_read`` but never reads a trigger a pause cut short.
 
@@ -167,6 +203,50 @@ def set_channel(
         applied["channel"] = target
 
 
+def begin_set_channel(
+    channel: ChannelPresets,
+    setting: Any,
+    *,
+    clock: PauseClock | None = None,
+    applied: dict[str, Any] | None = None,
+) -> MsgGenerator[tuple[str, LightSetting, int] | None]:
+    """Start applying a channel setting without waiting; finish with `end_set_channel`.
+
+    The experiment plan starts the stimulation preset while the mask is still being
+    computed, so the preset is in place when the mask comes and only the pattern is left
+    between the mask and the stim exposure. None if the setting is already applied.
+    """
+    target = LightSetting.coerce(setting)
+    if applied is not None and applied.get("channel") == target:
+        return None
+    group = new_uid()
+    yield Msg("set", channel, target, group=group)
+    return group, target, _pauses(clock)
+
+
+def end_set_channel(
+    channel: ChannelPresets,
+    pending: tuple[str, LightSetting, int] | None,
+    *,
+    clock: PauseClock | None = None,
+    applied: dict[str, Any] | None = None,
+) -> MsgGenerator[None]:
+    """Wait for a `begin_set_channel`; mark it applied unless a pause came in between.
+
+    After a pause the setting is not trusted: the next `set_channel`/`stimulate` applies
+    it again.
+    """
+    if pending is None:
+        return
+    group, target, since = pending
+    try:
+        yield Msg("wait", None, group=group)
+    except FailedStatus as exc:
+        raise DeviceFault(channel.name or "channel", _status_error(exc)) from exc
+    if applied is not None and _pauses(clock) == since:
+        applied["channel"] = target
+
+
 def acquire(
     camera: Camera,
     channel: ChannelPresets,
@@ -174,8 +254,8 @@ def acquire(
     *,
     readables: Sequence[Readable] = (),
     tag: VisitTag | None = None,
-    kind: str = "image",
-    stream: str = "primary",
+    kind: str = FrameKind.IMAGE,
+    stream: str = Stream.PRIMARY,
     clock: PauseClock | None = None,
     applied: dict[str, Any] | None = None,
 ) -> MsgGenerator[list[dict[str, Any]]]:
@@ -242,61 +322,65 @@ def fetch_mask(
 
 def record_mask(masks: MaskFacet) -> MsgGenerator[dict[str, Any]]:
     """Record the mask ``masks`` last fetched as an event of stream ``mask``."""
-    return (yield from read_event([masks], "mask"))
+    return (yield from read_event([masks], Stream.MASK))
 
 
 def stimulate(
     camera: Camera,
     channel: ChannelPresets,
-    dmd: DMD | None,
+    light: PatternedLight | None,
     mask: Any,
     settings: Sequence[Any],
     *,
     readables: Sequence[Readable] = (),
     tag: VisitTag | None = None,
-    stream: str = "primary",
+    stream: str = Stream.PRIMARY,
     clock: PauseClock | None = None,
     applied: dict[str, Any] | None = None,
 ) -> MsgGenerator[list[dict[str, Any]]]:
-    """Project ``mask`` (camera pixels) on the DMD, expose each stim channel, blank.
+    """Project ``mask`` (camera pixels) with ``light``, expose each stim channel, blank.
 
-    The camera records each stimulation exposure (the stim readout frame). Without a DMD
-    the stim light is whole-field. A pause blanks the DMD; the pattern is projected again
-    before the exposure that follows, never after it, so light is delivered once.
+    ``light`` is any `PatternedLight` (``scope.dmd``, ``scope.patterned_lights[key]``).
+    The camera records each stimulation exposure (the stim readout frame). Without a
+    patterned light the stim light is whole-field. A pause blanks the light; the pattern
+    is projected again before the exposure that follows, never after it, so light is
+    delivered once.
 
     Yields
     ------
     msg : Msg
-        ``set`` on ``dmd``, per stim channel ``set`` on ``channel`` and a frame, then a
-        ``set`` blanking the ``dmd``.
+        ``set`` on ``light``, per stim channel ``set`` on ``channel`` and a frame, then a
+        ``set`` blanking ``light``.
 
     """
     out = []
+    # an array travels by reference (`CameraMask`): bluesky would list it for a trace span
+    pattern = CameraMask(mask) if isinstance(mask, np.ndarray) else mask
     for c, setting in enumerate(settings):
         while True:  # pattern and stim preset together: one round trip, not two
             before = _pauses(clock)
             target = LightSetting.coerce(setting)
             group = new_uid()
-            if dmd is not None:
-                yield Msg("set", dmd, mask, group=group)
+            if light is not None:
+                yield Msg("set", light, pattern, group=group)
             if applied is None or applied.get("channel") != target:
                 yield Msg("set", channel, target, group=group)
             try:
                 yield Msg("wait", None, group=group)
             except FailedStatus as exc:
                 name = getattr(exc.args[0], "name", "") if exc.args else ""
-                raise DeviceFault(name or "dmd/channel", _status_error(exc)) from exc
+                raise DeviceFault(name or "light/channel", _status_error(exc)) from exc
             if applied is not None:
                 applied["channel"] = target
             if _pauses(clock) == before:
                 break
         if tag is not None:
-            tag.frame_kind("stim", c, len(settings))
+            tag.frame_kind(FrameKind.STIM, c, len(settings))
         out.append(
             (yield from trigger_and_read_complete([camera, *readables], stream, clock=clock))
         )
-    if dmd is not None:
-        yield from _mv(dmd, False)
+    if light is not None:
+        yield from _mv(light, False)
     return out
 
 
@@ -311,6 +395,6 @@ def record_summaries(summary: SummaryFacet, *, settle: float | None = None) -> M
     n = 0
     while summary.available():
         yield from trigger_complete([summary])
-        yield from read_event([summary], "analysis")
+        yield from read_event([summary], Stream.ANALYSIS)
         n += 1
     return n

@@ -8,6 +8,8 @@ from typing import Any
 
 from ophyd_async.core import StandardReadable, soft_signal_r_and_setter
 
+from ..schema import MISSED, VISIT, FrameKind
+
 
 class VisitTag(StandardReadable):
     """What each frame is: timepoint, FOV, phase, kind and schedule, read with every frame.
@@ -19,10 +21,11 @@ class VisitTag(StandardReadable):
     chosen while running, which the start document can't hold);
     ``scheduled`` is the visit's scheduled start (epoch s, after any shift). The
     analyzer and the status callback find frames by these fields, so documents alone
-    describe the experiment.
+    describe the experiment: their keys are `faro_bluesky.schema.VisitField`, and a test
+    checks that what this tag writes parses with `faro_bluesky.schema.VisitFields`.
     """
 
-    def __init__(self, name: str = "visit") -> None:
+    def __init__(self, name: str = VISIT) -> None:
         with self.add_children_as_readables():
             self.t, self._set_t = soft_signal_r_and_setter(int, -1)
             self.p, self._set_p = soft_signal_r_and_setter(int, -1)
@@ -50,9 +53,9 @@ class VisitTag(StandardReadable):
         self._set_metadata(json.dumps(visit.metadata, default=str, sort_keys=True))
         self._set_scheduled(scheduled)
 
-    def frame_kind(self, kind: str, c: int, n: int) -> None:
+    def frame_kind(self, kind: FrameKind | str, c: int, n: int) -> None:
         """Tag the next frame as channel ``c`` of the ``n`` channels of ``kind``."""
-        self._set_kind(kind)
+        self._set_kind(str(FrameKind(kind)))  # a plain str in documents; no unknown kind
         self._set_c(c)
         self._set_n(n)
 
@@ -60,7 +63,7 @@ class VisitTag(StandardReadable):
 class MissedVisit(StandardReadable):
     """Why a visit's frames are missing: read with the `VisitTag` into stream ``missed``."""
 
-    def __init__(self, name: str = "missed") -> None:
+    def __init__(self, name: str = MISSED) -> None:
         with self.add_children_as_readables():
             self.device, self._set_device = soft_signal_r_and_setter(str, "")
             self.reason, self._set_reason = soft_signal_r_and_setter(str, "")

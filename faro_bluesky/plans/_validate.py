@@ -7,8 +7,10 @@ from typing import Any
 
 import numpy as np
 from bluesky.protocols import Readable
+from numpy.typing import NDArray
 
 from ..devices import Microscope
+from ..schema import Closable, Requirements, provides_masks
 from ._model import Parallel, Phase, Wait
 
 STIM_MODES = ("current", "previous")
@@ -43,25 +45,21 @@ def _channel_problems(microscope: Any, phases: Sequence[Phase]) -> list[str]:
     return problems
 
 
-def _analyzer_problems(analyzer: Any, phases: Sequence[Phase]) -> list[str]:
+def _analyzer_problems(needs: Requirements, phases: Sequence[Phase]) -> list[str]:
     problems = []
-    required = set(getattr(analyzer, "required_metadata", ()) or ())
-    required_stim = set(getattr(analyzer, "required_stim_metadata", ()) or ())
-    channels = set(getattr(analyzer, "required_channels", ()) or ())
-    ref_channels = set(getattr(analyzer, "required_ref_channels", ()) or ())
     for phase in phases:
-        lacking = channels - {c.config for c in phase.channels}
+        lacking = needs.channels - {c.config for c in phase.channels}
         if phase.ref_frames:
-            lacking |= ref_channels - {c.config for c in phase.ref_channels}
+            lacking |= needs.ref_channels - {c.config for c in phase.ref_channels}
         if lacking:
             problems.append(
                 f"phase {phase.name!r} does not image {sorted(lacking)}, which the analyzer's "
                 "components read: add the channel(s) to the phase, or give the components "
                 "channel=<a preset the phase images>"
             )
-        missing = required - set(phase.metadata)
+        missing = needs.metadata - set(phase.metadata)
         if phase.stim_frames:
-            missing |= required_stim - set(phase.metadata)
+            missing |= needs.stim_metadata - set(phase.metadata)
         if missing:
             problems.append(
                 f"phase {phase.name!r} lacks metadata {sorted(missing)} that the analyzer's "
@@ -80,6 +78,7 @@ def validate_experiment(
     stim_mode: str = "current",
     on_resume: str = "shift",
     per_visit: Sequence[Any] = (),
+    patterned_light: Any = None,
 ) -> list[str]:
     """Every problem that would stop ``elements`` from running on ``microscope``.
 
@@ -120,38 +119,65 @@ def validate_experiment(
     if elements is not None and not elements:
         problems.append("phases is empty: give at least one Phase(...)")
     elements = elements or []
-    if getattr(analyzer, "closed", False):
+    if isinstance(analyzer, Closable) and analyzer.closed:
         problems.append("the analyzer is closed (analyzer.close() was called): make a new one")
     phases = list(iter_phases(elements))
     problems += _channel_problems(microscope, phases)
     stim = any(p.stim_frames for p in phases)
-    patterned = bool(getattr(analyzer, "provides_masks", False)) or isinstance(
-        stim_mask, np.ndarray
-    )
-    if stim and patterned:
-        if microscope.dmd is None:
-            problems.append(
-                "stimulation masks need a DMD but the microscope has none: stimulate "
-                "whole-field (no analyzer, stim_mask=None) or add an SLM"
-            )
-        elif not microscope.dmd.is_calibrated:
+    patterned = provides_masks(analyzer) or isinstance(stim_mask, np.ndarray)
+    problems += _light_problems(microscope, patterned_light, stim and patterned, stim_mask)
+    if analyzer is not None:
+        problems += _analyzer_problems(Requirements.of(analyzer), phases)
+    return problems
+
+
+def _light_problems(
+    microscope: Microscope, which: Any, masks_needed: bool, stim_mask: Any
+) -> list[str]:
+    """Problems of the patterned light that would project the masks.
+
+    ``which``: a key of ``patterned_lights``, a `PatternedLight` or None (``scope.dmd``).
+    """
+    try:
+        light = microscope.patterned_light(which)
+    except (ValueError, TypeError) as exc:
+        return [str(exc)]
+    problems = []
+    if masks_needed and light is None:
+        keys = sorted(microscope.patterned_lights)
+        choose = f", or pass patterned_light= one of {keys}" if keys else ""
+        problems.append(
+            "stimulation masks need a patterned light but the microscope has none "
+            "(scope.dmd is None): stimulate whole-field (no analyzer, stim_mask=None), or "
+            "give it a DMD over its SLM device with Microscope.from_core(core, "
+            "slms={'dmd': '<SLM label>'}) or scope.add_patterned_light('dmd', "
+            f"DMD(core, label='<SLM label>')){choose}"
+        )
+    elif masks_needed and not light.is_calibrated:
+        if light is microscope.dmd:
             problems.append(
                 "the DMD is not calibrated but the stim phases need masks: run "
                 "RE(calibrate_dmd(scope)) first (or set scope.dmd.affine)"
             )
-    if isinstance(stim_mask, np.ndarray) and microscope.dmd is not None:
+        else:
+            keys = [k for k, v in microscope.patterned_lights.items() if v is light]
+            arg = repr(keys[0]) if keys else "<the device>"
+            problems.append(
+                f"patterned light {light.name!r} is not calibrated but the stim phases need "
+                f"masks: run RE(calibrate_dmd(scope, patterned_light={arg})) first (or set "
+                "its affine)"
+            )
+    if isinstance(stim_mask, np.ndarray) and light is not None:
         try:
-            microscope.dmd.check_value(stim_mask.astype(bool))
+            light.check_value(stim_mask.astype(bool))
         except ValueError as exc:
             if "not calibrated" not in str(exc):
                 problems.append(f"stim_mask: {exc}")
-    if analyzer is not None:
-        problems += _analyzer_problems(analyzer, phases)
     return problems
 
 
-_FRAME_OVERHEAD_S = 0.015  # per frame: readout, zarr write, documents (docs/benchmarks.md)
-_MASK_S = 0.07  # current mode: the analysis of the frame just taken (docs/benchmarks.md)
+_FRAME_OVERHEAD_S = 0.003  # per frame: trigger, documents (docs/benchmarks.md, step frames)
+_MASK_S = 0.02  # current mode: exposure end -> stim exposure, p50 (docs/benchmarks.md)
 
 
 def calibration_warnings(microscope: Any, fovs: Sequence[Any]) -> list[str]:
@@ -175,30 +201,66 @@ def calibration_warnings(microscope: Any, fovs: Sequence[Any]) -> list[str]:
     return out
 
 
+def _hops_s(fovs: Sequence[tuple[float, float]], speed_um_s: float | None) -> NDArray:
+    """Stage travel (s) of each move of one timepoint: FOV to FOV, then back to the first."""
+    if speed_um_s is None or speed_um_s <= 0 or len(fovs) < 2:
+        return np.zeros(1)
+    xy = np.asarray(fovs, dtype=float)
+    return np.linalg.norm(np.diff(np.vstack([xy, xy[:1]]), axis=0), axis=1) / speed_um_s
+
+
 def timing_warnings(
-    n_fovs: int, elements: Iterable[Any], *, time_per_fov: float | None, stim_mode: str
+    n_fovs: int,
+    elements: Iterable[Any],
+    *,
+    time_per_fov: float | None,
+    stim_mode: str,
+    fovs: Sequence[tuple[float, float]] | None = None,
+    stage_speed_um_s: float | None = None,
 ) -> list[str]:
     """Phases whose visits of one timepoint can't fit in the interval (a lower estimate).
 
     Not errors: the schedule then runs late (lag grows), which a user may accept; but it
     should be said before hours of acquisition rather than discovered in the lag display.
+    The estimate is exposures + a per-frame overhead + (current mode) the mask's latency +
+    the stage's travel between the FOVs when its speed is known (``stage.speed_um_s``).
+    With ``time_per_fov`` each visit must fit its slot, including the longest stage move.
     """
-    if time_per_fov is not None:
-        return []
     out = []
     for phase in iter_phases(elements):
-        fovs = len(phase.fovs) if phase.fovs is not None else n_fovs
+        visited = (
+            [fovs[i] for i in phase.fovs if i < len(fovs)]
+            if fovs is not None and phase.fovs is not None
+            else list(fovs or [])
+        )
+        n = len(phase.fovs) if phase.fovs is not None else n_fovs
         frames = list(phase.channels)
         seconds = sum(c.exposure for c in frames) / 1000 + _FRAME_OVERHEAD_S * len(frames)
         if phase.stim_frames:
             stim = phase.stim_channels_at(phase.stim_frames[0])
             seconds += sum(c.exposure for c in stim) / 1000 + _FRAME_OVERHEAD_S * len(stim)
             seconds += _MASK_S if stim_mode == "current" else 0.0
-        if phase.n_frames > 1 and phase.interval > 0 and fovs * seconds > phase.interval:
+        if phase.n_frames <= 1 or phase.interval <= 0:
+            continue
+        if time_per_fov is not None:
+            hop = float(_hops_s(visited, stage_speed_um_s).max())
+            if seconds + hop > time_per_fov:
+                out.append(
+                    f"phase {phase.name!r}: a visit needs at least ~{seconds + hop:.3f} s "
+                    f"({seconds:.3f} s of frames + {hop:.3f} s of stage travel) but "
+                    f"time_per_fov is {time_per_fov:g} s, so visits will run late: "
+                    f"pass time_per_fov >= {seconds + hop:.3f}"
+                )
+            continue
+        travel = float(_hops_s(visited, stage_speed_um_s).sum())
+        need = n * seconds + travel
+        if need > phase.interval:
+            moves = f" + {travel:.2f} s of stage travel" if travel else ""
             out.append(
-                f"phase {phase.name!r}: {fovs} FOV visits need at least ~{fovs * seconds:.2f} s "
-                f"but the interval is {phase.interval:g} s, so the schedule will run late: "
-                f"lengthen the interval, use fewer FOVs, or pass time_per_fov=~{seconds:.2f} "
-                "to batch and stagger FOVs"
+                f"phase {phase.name!r}: {n} FOV visits need at least ~{need:.2f} s "
+                f"({n * seconds:.2f} s of frames{moves}) but the interval is "
+                f"{phase.interval:g} s, so the schedule will run late: lengthen the "
+                f"interval, use fewer FOVs, or pass time_per_fov=~{seconds:.2f} to batch "
+                "and stagger FOVs"
             )
     return out

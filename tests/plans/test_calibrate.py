@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import bluesky.plan_stubs as bps
 import numpy as np
 import pytest
@@ -37,6 +39,11 @@ def test_recovers_the_true_affine_and_records_it(RE, docs, scope):
 
     (start,) = docs.of("start")
     assert start["plan_name"] == "calibrate_dmd"
+    assert start["plan_type"] == "generator"  # bluesky's keys, as optogenetic_plan's (0043)
+    assert start["detectors"] == [scope.camera.name] and start["motors"] == []
+    assert start["hints"] == {"dimensions": [(["time"], "primary")]}
+    assert start["plan_args"]["n_points"] == 9 and start["plan_args"]["position"] is None
+    assert json.loads(json.dumps(start["plan_args"], allow_nan=False)) == start["plan_args"]
     assert start["n_points"] == 9 and start["radius"] == 4
     assert start["channel"]["config"] == "Cyan"
     streams = {d["name"]: d for d in docs.of("descriptor")}
@@ -166,6 +173,7 @@ def test_calibration_away_from_the_fovs_leaves_them_at_rest(RE, docs, scope):
     assert max_error(result.plan_result, scope.sim.true_affine, scope.dmd.camera_shape) < 1.0
     (start,) = docs.of("start")
     assert start["plan_args"]["position"] == list(away)
+    assert start["motors"] == [scope.stage.name]  # it moved the stage there
     assert scope.lit_positions == [away]
     assert _mean_activity_in_view(scope, fov) < 0.05  # FOV 0's cells were not lit
     assert _mean_activity_in_view(scope, away) > 0.2  # where the light went, they were

@@ -16,10 +16,10 @@ from faro_bluesky.plans._model import (
     Wait,
     experiment_from_json,
     experiment_to_json,
-    fovs_from_useq,
     parallel,
     wait,
 )
+from faro_bluesky.plans._useq_import import fovs_from_useq
 
 IMG = [Channel("miRFP", 50)]
 STIM = [Channel("Cyan", 100, 10)]

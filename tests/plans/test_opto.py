@@ -291,3 +291,23 @@ def test_visits_that_cannot_fit_the_interval_are_warned_about(scope):
     assert plan._start_md()["warnings"] == plan.warnings
     relaxed = Phase("relaxed", interval=1.0, n_frames=3, channels=[Channel("miRFP", 30)])
     assert optogenetic_plan([(0, 0)], [relaxed], microscope=scope).warnings == []
+
+
+def test_the_fit_warning_counts_stage_travel(scope):
+    """Exposures alone fit the interval; the moves between far-apart FOVs do not."""
+    phase = Phase("far", interval=1.0, n_frames=3, channels=[Channel("miRFP", 30)])
+    near = [(0, 0), (400, 0), (400, 400), (0, 400)]
+    assert optogenetic_plan(near, [phase], microscope=scope).warnings == []
+    speed = scope.stage.speed_um_s
+    far = [(0, 0), (speed, 0), (speed, speed), (0, speed)]  # 1 s per move at its speed
+    (warning,) = optogenetic_plan(far, [phase], microscope=scope).warnings
+    assert "4.00 s of stage travel" in warning and "interval is 1 s" in warning
+    # staggered visits: each slot must hold its longest move too
+    (slot,) = optogenetic_plan(far, [phase], microscope=scope, time_per_fov=0.25).warnings
+    assert "1.000 s of stage travel" in slot and "time_per_fov is 0.25 s" in slot
+    # an unknown speed (a real stage nobody described) adds no travel
+    scope.stage.speed_um_s = None
+    try:
+        assert optogenetic_plan(far, [phase], microscope=scope).warnings == []
+    finally:
+        scope.stage.speed_um_s = speed

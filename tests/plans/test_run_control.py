@@ -15,6 +15,7 @@ import pytest
 import zarr
 from bluesky.utils import RunEngineInterrupted
 
+from faro_bluesky.devices import frames_written
 from faro_bluesky.plans import Channel, Phase, optogenetic_plan
 
 FOVS = [(0.0, 0.0), (400.0, 0.0)]
@@ -51,8 +52,11 @@ def check_no_duplicates(docs):
     assert ranges == [(i, i + 1) for i in range(len(ranges))]
     assert len(ranges) == len(events)
     (resource,) = docs.of("stream_resource")
-    array = zarr.open_array(resource["uri"].removeprefix("file://localhost"), mode="r")
-    assert array.shape[0] == len(events)  # every frame on disk, once
+    path = resource["uri"].removeprefix("file://localhost")
+    assert frames_written(path) == len(events)  # every frame on disk, once
+    # a halted run never unstages its camera: its array may run ahead of the frames (a
+    # catalog's recorder trims it before the stop is stored); any other end trims it
+    assert zarr.open_array(path, mode="r").shape[0] >= len(events)
     return events
 
 
@@ -150,7 +154,9 @@ def test_stop_abort_halt_at_random_points(RE, docs, calibrated_scope, action, se
     events = check_no_duplicates(docs)
     assert len(events) >= after
     (resource,) = docs.of("stream_resource")
-    frames = zarr.open_array(resource["uri"].removeprefix("file://localhost"), mode="r")[:]
+    array = zarr.open_array(resource["uri"].removeprefix("file://localhost"), mode="r")
+    assert array.shape[0] == len(events) or action == "halt"
+    frames = array[: len(events)]
     assert (frames.reshape(len(frames), -1).max(axis=1) > 0).all()  # every frame has pixels
     if action != "halt":
         assert scope.core.getSLMImage().max() == 0

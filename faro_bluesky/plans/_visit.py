@@ -1,0 +1,136 @@
+"""One visit of the experiment plan: move, image, stimulate, reference (`visit`).
+
+Separate from `_opto.py` (the run around the visits) so each reads on its own; both are
+public through `faro_bluesky.plans`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from bluesky.protocols import Readable
+from bluesky.utils import MsgGenerator
+
+from ..devices import FixedMask, MaskFacet, Microscope, PatternedLight
+from ..schema import FrameKind
+from ._errors import DeviceFault
+from ._schedule import Visit
+from ._stubs import (
+    acquire,
+    begin_set_channel,
+    end_set_channel,
+    fetch_mask,
+    move,
+    record_mask,
+    set_channel,
+    stimulate,
+    trigger_and_read_complete,
+)
+from ._tags import PauseClock, VisitTag
+
+__all__ = ["prepare_visit", "visit"]
+
+
+def visit(
+    microscope: Microscope,
+    v: Visit,
+    *,
+    masks: MaskFacet | None = None,
+    mask_t: int | None = None,
+    stim_mode: str = "current",
+    tag: VisitTag | None = None,
+    per_visit: Sequence[Readable] = (),
+    clock: PauseClock | None = None,
+    applied: dict[str, Any] | None = None,
+    light: PatternedLight | None = None,
+) -> MsgGenerator[None]:
+    """One visit of FOV ``v.p`` at timepoint ``v.t``: move, image, stimulate, reference.
+
+    Order: ``"current"``: imaging channels, ref channels (if due), then the mask of this
+    frame is fetched and fired; ``"previous"``: the mask of this FOV's previous frame
+    (``mask_t``; none on its first visit) fires first, then imaging and ref. The stage
+    moves only when the FOV changes (``applied`` remembers it across visits). Masks are
+    projected by ``light`` (a `PatternedLight`; default the microscope's, ``scope.dmd``).
+
+    Yields
+    ------
+    msg : Msg
+        Stage ``set`` if needed, frames in stream ``primary``, the mask in stream ``mask``,
+        ``light`` ``set`` and blank around each stim exposure, ``per_visit`` readings in stream
+        ``per_visit``.
+
+    """
+    applied = {} if applied is None else applied
+    scope = microscope
+    if applied.get("xy") != v.xy:
+        yield from move(scope.stage, v.xy, clock=clock)
+        applied["xy"] = v.xy
+    light = scope.dmd if light is None else light
+    # every frame's event says when it was exposed and what the light showed meanwhile (the
+    # timestamp of its reading: when the pattern went up): latency from documents alone
+    readables = [scope.stage, scope.channel, scope.camera.timing]
+    readables += [light] if light is not None else []
+    readables += [tag] if tag is not None else []
+    common = {"readables": readables, "tag": tag, "clock": clock, "applied": applied}
+    state = {"clock": clock, "applied": applied}
+
+    def _stim(source_t: int) -> MsgGenerator[None]:
+        mask: Any = True
+        fixed = masks is not None and isinstance(masks.provider, FixedMask)
+        if fixed:  # known beforehand: fired at once, fetched (and recorded) after
+            mask = masks.as_fired(masks.provider.mask)
+        elif masks is not None:
+            # the stim preset goes up while the analyzer works; only the pattern follows it
+            preset = yield from begin_set_channel(scope.channel, v.stim_channels[0], **state)
+            mask = yield from fetch_mask(masks, v.p, source_t, clock=clock, record=False)
+            yield from end_set_channel(scope.channel, preset, **state)
+
+        def record() -> MsgGenerator[None]:
+            if fixed:
+                yield from fetch_mask(masks, v.p, source_t, clock=clock)
+            elif masks is not None:
+                yield from record_mask(masks)
+
+        # the mask event is composed after the stimulation (off the latency path); a
+        # stimulation cut short by a device fault still records the mask it used
+        try:
+            yield from stimulate(
+                scope.camera, scope.channel, light, mask, v.stim_channels, **common
+            )
+        except DeviceFault:
+            yield from record()
+            raise
+        yield from record()
+
+    if v.stim and stim_mode == "previous" and mask_t is not None:
+        yield from _stim(mask_t)
+    yield from acquire(scope.camera, scope.channel, v.channels, kind=FrameKind.IMAGE, **common)
+    if v.ref:
+        yield from acquire(scope.camera, scope.channel, v.ref_channels, kind="ref", **common)
+    if v.stim and stim_mode == "current":
+        yield from _stim(v.t)
+    if per_visit:
+        yield from trigger_and_read_complete([*per_visit, tag] if tag else per_visit, "per_visit")
+
+
+def prepare_visit(
+    microscope: Microscope,
+    v: Visit,
+    *,
+    stim_mode: str = "current",
+    clock: PauseClock | None = None,
+    applied: dict[str, Any],
+) -> MsgGenerator[None]:
+    """Move the stage to visit ``v``'s FOV and apply its first imaging preset.
+
+    Done before the visit is due, so that its first exposure starts on schedule. In
+    ``"previous"`` mode a stimulating visit begins with the stimulation, whose channel is
+    set with the DMD pattern, so only the stage moves then. ``applied`` is shared with
+    `visit`, which then skips what is already in place.
+    """
+    if applied.get("xy") != v.xy:
+        yield from move(microscope.stage, v.xy, clock=clock)
+        applied["xy"] = v.xy
+    if v.channels and not (v.stim and stim_mode == "previous"):
+        yield from set_channel(microscope.channel, v.channels[0], clock=clock, applied=applied)
