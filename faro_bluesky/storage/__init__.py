@@ -5,12 +5,14 @@ directory; ``catalog.subscribe(RE)`` records every run; ``catalog[-1]`` is the n
 with its frames table, per-FOV image stacks, the analyzer's tracks and labels, and its
 documents; ``replay(run, callbacks)`` feeds a stored run to new callbacks.
 ``faro-bluesky serve PATH`` serves the same directory to other machines
-(``Catalog.from_uri``).
+(``Catalog.from_uri``), labels and tracks included: at each stop they become the run's
+``labels`` and ``tracks`` streams (docs/decisions/0053-analysis-outputs-in-tiled.md).
 """
 
 from ._catalog import Catalog
 from ._doclog import DocumentLog, LoggedDocument, read_document_log, writer_alive
 from ._documents import live_order
+from ._embedded import CatalogDirectory, build_app
 from ._frames import FRAME_COLUMNS
 from ._reanalyze import reanalyze
 from ._recorder import Recorder, Subscription
@@ -25,6 +27,7 @@ __all__ = [
     "FRAME_COLUMNS",
     "TRACK_COLUMNS",
     "Catalog",
+    "CatalogDirectory",
     "CatalogWriter",
     "DocumentLog",
     "LoggedDocument",
@@ -33,6 +36,7 @@ __all__ = [
     "RunStore",
     "RunTiming",
     "Subscription",
+    "build_app",
     "databroker_run",
     "events_table",
     "live_order",

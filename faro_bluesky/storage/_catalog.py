@@ -15,33 +15,21 @@ from typing import Any
 
 from ._doclog import DocumentLog
 from ._embedded import ARRAYS_DIR, CatalogDirectory, in_process_client
+from ._phases import backfill_phases
+from ._queries import apply, criteria
 from ._recorder import Recorder, Subscription
 from ._recover import ingest_log, recover_runs
 from ._run import Run
 from ._writer import CatalogWriter
 
 
-def _epoch(value: float | str | datetime, field_name: str) -> float:
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError:
-            raise ValueError(
-                f"{field_name}={value!r} is not a time: pass an ISO date like "
-                "'2026-11-24' or '2026-11-24T08:30', a datetime, or epoch seconds"
-            ) from None
-    if isinstance(value, datetime):
-        return value.timestamp()
-    raise ValueError(f"{field_name}={value!r} must be an ISO string, a datetime or a number")
-
-
 class Catalog:
     """Runs in a tiled catalog. Build with `local` or `from_uri`.
 
     ``catalog[uid]``, ``catalog[-1]`` (newest), ``len(catalog)``, ``for run in catalog``,
-    ``catalog.search(...)``; `subscribe` records a RunEngine's runs into it.
+    ``catalog.search(...)``; `subscribe` records a RunEngine's runs into it. The tiled
+    client underneath (`client`) is bluesky-tiled-plugins' ``CatalogOfBlueskyRuns``
+    (decision 0043), so its queries (``ScanID``, ``PartialUID``, ``TimeRange``) work here.
     """
 
     def __init__(
@@ -89,6 +77,7 @@ class Catalog:
         )
         if recover:
             catalog.recover()
+        backfill_phases(catalog.client)  # runs recorded before phases were kept
         return catalog
 
     @classmethod
@@ -222,8 +211,11 @@ class Catalog:
     def __len__(self) -> int:
         return len(self.client)
 
-    def __contains__(self, uid: str) -> bool:
-        return uid in self.client
+    def __contains__(self, uid: object) -> bool:
+        """Whether a run has exactly this start uid (a prefix is not enough, unlike ``[]``)."""
+        from tiled.queries import Eq
+
+        return isinstance(uid, str) and len(self.client.search(Eq("start.uid", uid))) > 0
 
     def __iter__(self) -> Iterator[Run]:
         for item in self.client.values():
@@ -234,68 +226,75 @@ class Catalog:
         return list(self.client)
 
     def __getitem__(self, key: str | int) -> Run:
-        """Run by start uid (or a unique prefix of one), or by position (-1 = newest)."""
-        if isinstance(key, int):
+        """Run by start uid (or a unique prefix of 5+ characters), or by position (-1 = newest).
+
+        An int is a position, as in a list (``catalog[0]`` is the oldest run), not a
+        scan_id as in bluesky-tiled-plugins' ``CatalogOfBlueskyRuns``: for scan ids use
+        ``catalog.search(ScanID(n))`` or that client (`client`) directly. The uid lookup
+        is the plugin's (the catalog root carries its spec, decision 0043).
+        """
+        if isinstance(key, int) and not isinstance(key, bool):
             n = len(self.client)
             if not -n <= key < n:
                 raise IndexError(f"run index {key} out of range for {n} runs")
             return self._wrap(self.client.values()[key])
         if not isinstance(key, str):
             raise TypeError(f"key={key!r} must be a uid (str) or a position (int)")
-        if key in self.client:
+        missing = f"no run with uid {key!r} in {self!r}"
+        if not key or any(c in key for c in "%_\\"):  # SQL LIKE wildcards: not a uid
+            raise KeyError(missing)
+        try:  # (a container without the spec, e.g. another server's: whole uids only)
             return self._wrap(self.client[key])
-        from tiled.queries import Like
-
-        if not key or any(c in key for c in "%_\\"):
-            raise KeyError(f"no run with uid {key!r} in {self!r}")
-        matches = list(self.client.search(Like("start.uid", f"{key}%")))
-        if len(matches) == 1:
-            return self._wrap(self.client[matches[0]])
-        if matches:
-            raise KeyError(f"uid prefix {key!r} matches {len(matches)} runs: give more of it")
-        raise KeyError(f"no run with uid {key!r} in {self!r}")
+        except KeyError:
+            raise KeyError(missing) from None
+        except ValueError as exc:  # the plugin: prefix too short, or several matches
+            raise KeyError(f"{missing}: {exc}") from None
 
     def _wrap(self, item: Any) -> Run:
         return Run(item, log_dir=self.log_dir)
 
     def search(
         self,
-        *,
+        *queries: Any,
         plan: str | None = None,
         phase: str | None = None,
         sample: str | None = None,
+        instrument: str | None = None,
         since: float | str | datetime | None = None,
         until: float | str | datetime | None = None,
         **start_fields: Any,
     ) -> Catalog:
         """Runs matching all the given criteria, as a `Catalog`.
 
+        :param queries: tiled or bluesky-tiled-plugins queries, e.g. ``Key("sample") ==
+            "HeLa"``, ``ScanID(3)``, ``PartialUID("1a2b3")``, ``TimeRange(since="2026-11")``
+            (the catalog root is a ``CatalogOfBlueskyRuns``, which turns them into
+            standard tiled queries; a bare key means a start-document field).
         :param plan: the plan's name (``"optogenetic_plan"``).
-        :param phase: a phase name the experiment contains.
+        :param phase: a phase the run contains: planned at its start, or chosen while it
+            ran (by a decision in the experiment) and begun.
         :param sample: ``md={"sample": ...}`` given to the plan.
+        :param instrument: the microscope that recorded it (start ``instrument``; a
+            session sets it from its profile).
         :param since: started at or after (ISO string, datetime or epoch s).
         :param until: started before.
         :param start_fields: any other start-document field, matched for equality.
         """
-        from tiled.queries import Comparison, Contains, Eq
-
-        queries = []
-        if plan is not None:
-            queries.append(Eq("start.plan_name", plan))
-        if phase is not None:
-            queries.append(Contains("start.phase_names", phase))
-        if sample is not None:
-            queries.append(Eq("start.sample", sample))
-        if since is not None:
-            queries.append(Comparison("ge", "start.time", _epoch(since, "since")))
-        if until is not None:
-            queries.append(Comparison("lt", "start.time", _epoch(until, "until")))
-        queries += [Eq(f"start.{k}", v) for k, v in start_fields.items()]
-        client = self.client
-        for q in queries:
-            client = client.search(q)
+        found = criteria(
+            queries,
+            plan=plan,
+            phase=phase,
+            sample=sample,
+            instrument=instrument,
+            since=since,
+            until=until,
+            start_fields=start_fields,
+        )
         return Catalog(
-            client, directory=self.directory, log_dir=self.log_dir, data_dir=self.data_dir
+            apply(self.client, found),
+            directory=self.directory,
+            log_dir=self.log_dir,
+            data_dir=self.data_dir,
         )
 
     # -------------------------------------------------------------- closing

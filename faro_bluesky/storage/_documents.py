@@ -112,7 +112,7 @@ def live_order(documents: Iterable[Document]) -> Iterator[Document]:
     for uid, sr in resources.items():
         if uid not in emitted:
             yield "stream_resource", sr
-    if stop is not None:
+    if stop:  # a running run has none (tiled sends an empty one): its replay ends here
         yield "stop", stop
 
 

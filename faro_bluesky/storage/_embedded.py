@@ -159,6 +159,13 @@ def init_catalog_database(uri: str) -> bool:
         return pool.submit(work).result()
 
 
+ROOT_SPEC = {"name": "CatalogOfBlueskyRuns", "version": "3.0"}
+"""The root's spec: any tiled client with bluesky-tiled-plugins installed then opens the
+catalog as ``CatalogOfBlueskyRuns`` (``catalog[-1]``, ``catalog["<uid prefix>"]``,
+``ScanID``, ``PartialUID``, ``TimeRange``); version 3 says "SQL-backed, BlueskyRun v3
+runs" (the plugin builds its uid lookups on that). Decision 0043."""
+
+
 def catalog_adapter(directory: CatalogDirectory) -> Any:
     """The tiled catalog adapter over ``directory`` (creating it if needed)."""
     import tiled.catalog
@@ -166,6 +173,7 @@ def catalog_adapter(directory: CatalogDirectory) -> Any:
     directory.create()
     return tiled.catalog.from_uri(
         directory.catalog_uri,
+        specs=[dict(ROOT_SPEC)],
         writable_storage=directory.writable_storage,
         readable_storage=directory.readable_storage,
         init_if_not_exists=False,  # done in-process by create()

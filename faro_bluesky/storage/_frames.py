@@ -1,7 +1,9 @@
 """The frames table of a run and per-FOV (T, C, Y, X) views assembled through it.
 
 The raw array holds frames in acquisition order; what each frame is lives in its event
-(``visit-t``, ``visit-p``, ``visit-kind``, ``visit-c``, ``channel-config``, ...). The table
+(``visit-t``, ``visit-p``, ``visit-kind``, ``visit-c``, ``channel-config``, ...: the
+`faro_bluesky.schema` fields, checked there: a stream whose visit fields do not match the
+schema raises `SchemaError` instead of reading defaults). The table
 has one row per frame event of the stream, and ``index`` is the frame's position in the
 stream's array: events and frames are one to one and in the same order (one frame per
 event, ``collections_per_event == 1``, as the camera enforces).
@@ -13,18 +15,19 @@ import dask.array as da
 import numpy as np
 import pandas as pd
 
+from ..schema import FrameField, FrameKind, VisitField, VisitFields
+
 FRAME_COLUMNS = ["index", "t", "p", "kind", "c", "channel", "phase", "time", "x", "y", "seq_num"]
 _SOURCES = {
-    "t": "visit-t",
-    "p": "visit-p",
-    "kind": "visit-kind",
-    "c": "visit-c",
-    "channel": "channel-config",
-    "phase": "visit-phase",
-    "x": "stage-x",
-    "y": "stage-y",
+    "t": VisitField.T,
+    "p": VisitField.P,
+    "kind": VisitField.KIND,
+    "c": VisitField.C,
+    "channel": FrameField.CHANNEL,
+    "phase": VisitField.PHASE,
+    "x": FrameField.STAGE_X,
+    "y": FrameField.STAGE_Y,
 }
-KINDS = ("image", "ref", "stim")
 
 
 def frames_table(events: pd.DataFrame) -> pd.DataFrame:
@@ -33,13 +36,14 @@ def frames_table(events: pd.DataFrame) -> pd.DataFrame:
     Runs made without visit tags (``bp.count``) still get a table: ``t`` is the frame
     index, ``p`` and ``c`` are 0, ``kind`` is ``"image"``.
     """
+    VisitFields.check_keys(events.columns)  # all the visit fields, or none (a stock plan)
     n = len(events)
     events = events.sort_values("seq_num", kind="stable") if "seq_num" in events else events
     out = pd.DataFrame({"index": np.arange(n, dtype=np.int64)})
     defaults = {
         "t": np.arange(n, dtype=np.int64),
         "p": np.zeros(n, np.int64),
-        "kind": np.full(n, "image", dtype=object),
+        "kind": np.full(n, FrameKind.IMAGE.value, dtype=object),
         "c": np.zeros(n, np.int64),
         "channel": np.full(n, "", dtype=object),
         "phase": np.full(n, "", dtype=object),
@@ -64,8 +68,8 @@ def frame_grid(frames: pd.DataFrame, fov: int, kind: str) -> tuple[np.ndarray, n
     Rows are the sorted timepoints that have such a frame, columns the channel position
     ``c``; a missing frame is -1.
     """
-    if kind not in KINDS:
-        raise ValueError(f"kind={kind!r} must be one of {KINDS}")
+    if kind not in tuple(FrameKind):
+        raise ValueError(f"kind={kind!r} must be one of {tuple(k.value for k in FrameKind)}")
     fovs = sorted(int(p) for p in frames["p"].unique())
     if fov not in fovs:
         raise ValueError(f"fov={fov} has no frames in this run: choose one of {fovs}")

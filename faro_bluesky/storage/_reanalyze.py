@@ -4,6 +4,8 @@ The stored documents are replayed into the analyzer (frames read from the origin
 store: nothing is copied); its labels and tracks go to a new store in the catalog's data
 directory, and a new run (``plan_name="reanalyze"``, ``source_run=<uid>``) records the
 per-visit summaries, the pipeline and where the results are, so the catalog can find both.
+Like a live run, it carries its labels and tracks as streams ``labels`` and ``tracks``
+(`_analysis`), so a remote tiled client reads them too.
 """
 
 from __future__ import annotations
@@ -16,19 +18,10 @@ from typing import Any
 import zarr
 from event_model import compose_run
 
+from ..schema import SUMMARY_FIELDS, FrameKind, Stream
+from ._analysis import analysis_documents
 from ._replay import replay
 from ._run import Run
-
-_SUMMARY_KEYS = {
-    "fov": ("integer", []),
-    "t": ("integer", []),
-    "phase": ("string", []),
-    "n_cells": ("integer", []),
-    "mean_activity": ("number", []),
-    "mask_fraction": ("number", []),
-    "analysis_ms": ("number", []),
-    "error": ("string", []),
-}
 
 
 def _pipeline(analyzer: Any) -> dict[str, str]:
@@ -52,7 +45,7 @@ def reanalyze(run: Run, analyzer: Any, catalog: Any, *, md: dict | None = None) 
     if catalog.data_dir is None:
         raise ValueError("catalog has no data_dir: open it with Catalog.local(path)")
     frames = run.frames
-    imaged = set(frames.loc[frames["kind"] == "image", "channel"])
+    imaged = set(frames.loc[frames["kind"] == FrameKind.IMAGE, "channel"])
     missing = set(getattr(analyzer, "required_channels", ())) - imaged
     if missing:
         raise ValueError(
@@ -83,16 +76,17 @@ def reanalyze(run: Run, analyzer: Any, catalog: Any, *, md: dict | None = None) 
     bundle = compose_run(uid=new_uid, time=started, metadata=start_md)
     docs: list[tuple[str, dict]] = [("start", bundle.start_doc)]
     keys = {
-        k: {"dtype": dtype, "shape": shape, "source": f"analyzer:{k}"}
-        for k, (dtype, shape) in _SUMMARY_KEYS.items()
+        f.name: {"dtype": f.dtype, "shape": [], "source": f"analyzer:{f.name}"}
+        for f in SUMMARY_FIELDS
     }
-    desc = bundle.compose_descriptor(name="analysis", data_keys=keys)
+    desc = bundle.compose_descriptor(name=Stream.ANALYSIS, data_keys=keys)
     docs.append(("descriptor", desc.descriptor_doc))
     for s in analyzer.summaries:
         now = time.time()
-        data = {k: getattr(s, k) for k in _SUMMARY_KEYS}
+        data = {f.name: getattr(s, f.name) for f in SUMMARY_FIELDS}
         docs.append(("event", desc.compose_event(data=data, timestamps=dict.fromkeys(data, now))))
-    visits = len(frames.loc[frames["kind"] == "image"].drop_duplicates(["p", "t"]))
+    docs += analysis_documents(bundle.start_doc, out, len(frames))
+    visits = len(frames.loc[frames["kind"] == FrameKind.IMAGE].drop_duplicates(["p", "t"]))
     failed = {(e.fov, e.t) for e in analyzer.errors if e.fov is not None}
     ok = not visits or len(failed) < visits
     docs.append(

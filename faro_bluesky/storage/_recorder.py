@@ -1,4 +1,9 @@
-"""What `Catalog.subscribe` puts in a RunEngine: the raw log and the catalog writer, in order."""
+"""What `Catalog.subscribe` puts in a RunEngine: the raw log and the catalog writer, in order.
+
+Before a run's stop it also records the run's analysis streams (``labels``, ``tracks``),
+composed from what the analyzer wrote into the run's store (`_analysis`), so tiled serves
+them like the frames.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..devices import frames_on_disk
-from ..devices._zarr_store import path_from_uri
+from ..devices import frames_on_disk, path_from_uri
+from ._analysis import AnalysisFollower
 from ._doclog import DocumentLog, RunIndex
+from ._fov_follow import FovViewBuilder
 from ._writer import CatalogWriter
 
 logger = logging.getLogger(__name__)
@@ -42,7 +48,8 @@ class Recorder:
     The log line is written and flushed before the document is queued for tiled, so the
     log is never behind the catalog. At each stop it waits (up to ``drain_timeout`` s) for
     the run to be written, then closes the run's log. Before it records a stop it waits
-    for the camera's frames to be on disk, so a stored stop never announces queued frames.
+    for the camera's frames to be on disk, so a stored stop never announces queued frames,
+    and records the run's analysis streams.
     """
 
     writer: CatalogWriter
@@ -50,11 +57,36 @@ class Recorder:
     readable: list[Path] | None
     drain_timeout: float = 120.0
     _index: RunIndex = field(default_factory=RunIndex)
+    _analysis: AnalysisFollower = field(default_factory=AnalysisFollower)
+    _views: FovViewBuilder = field(default_factory=FovViewBuilder)
 
     def __call__(self, name: str, doc: dict[str, Any]) -> None:
         """Record one document (called by the RunEngine)."""
-        if name == "stop" and not frames_on_disk(self.drain_timeout):
-            logger.warning("frames were still being written when the run stopped")
+        if name == "stop":
+            if not frames_on_disk(self.drain_timeout):
+                logger.warning("frames were still being written when the run stopped")
+            for derived in self._analysis_documents(doc):
+                self._record(*derived)
+        else:
+            try:
+                self._analysis.feed(name, doc)
+            except Exception:  # a malformed document: tiled's writer will say so
+                logger.debug("could not follow a %r document", name, exc_info=True)
+        self._record(name, doc)
+        self._views(name, doc)  # per-FOV OME-Zarr views, built after the stop (0057)
+
+    def _analysis_documents(self, stop: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        """The run's ``labels`` and ``tracks`` streams; none if they cannot be made."""
+        try:
+            return self._analysis.before_stop(stop)
+        except Exception:  # never into the RunEngine: the store keeps them, readable locally
+            logger.exception(
+                "run %s: its labels and tracks could not be added to the catalog",
+                stop.get("run_start"),
+            )
+            return []
+
+    def _record(self, name: str, doc: dict[str, Any]) -> None:
         received = time.time()
         uid = self._index.run_of(name, doc)
         if self.log is not None:
@@ -98,6 +130,7 @@ class Recorder:
 
     def close(self) -> None:
         """Write what is queued, close open logs."""
+        self._views.close(self.drain_timeout)
         self.writer.close(self.drain_timeout)
         if self.log is not None:
             self.log.close()

@@ -6,7 +6,10 @@ document. Rebuilding replaces the run's catalog entry with one written from the 
 (external zarr stores are only referenced, never deleted or copied). A log without a stop
 document gets one, ``exit_status="fail"``, whose reason says the run was recovered: tiled
 writes its buffered tables at the stop, and readers should see that the run ended
-abnormally. The log itself is never modified.
+abnormally. The log itself is never modified. A log without the run's analysis streams
+(``labels``, ``tracks``: a killed run never reached its stop, where they are recorded) gets
+them from the run's store, as the live run would have; and the run's phases are recorded as
+the live writer records them (`_phases`).
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ._analysis import AnalysisFollower
 from ._doclog import last_document_name, read_document_log, writer_alive
+from ._phases import PHASES, run_phases
 
 logger = logging.getLogger(__name__)
 
@@ -29,13 +34,11 @@ _INGEST_BATCH = 10_000  # events per catalog write when rebuilding (nobody reads
 
 
 def _frames_on_disk(uri: str) -> int:
-    """How many frames the zarr array at ``uri`` holds (0 if it cannot be opened)."""
-    import zarr
-
-    from ..devices._zarr_store import path_from_uri
+    """How many frames the zarr array at ``uri`` has on disk (0 if it cannot be opened)."""
+    from ..devices import frames_written, path_from_uri
 
     try:
-        return int(zarr.open_array(path_from_uri(uri), mode="r").shape[0])
+        return frames_written(path_from_uri(uri))
     except Exception:
         return 0
 
@@ -100,6 +103,19 @@ def _remove_internal_arrays(arrays_dir: Path, uid: str) -> None:
         shutil.rmtree(folder)
 
 
+def _analysis_documents(items: list[Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The analysis streams a log lacks, from the run's store (none if it has them)."""
+    follower = AnalysisFollower()
+    for item in items:
+        if item.name != "stop":
+            follower.feed(item.name, item.doc)
+    try:
+        return follower.before_stop({"run_start": items[0].doc["uid"]})
+    except Exception:
+        logger.exception("run %s: its labels and tracks could not be added", items[0].doc["uid"])
+        return []
+
+
 def ingest_log(client: Any, log: Path, *, arrays_dir: Path | None = None) -> str:
     """Write the run in ``log`` into the catalog ``client``, replacing any entry; its uid.
 
@@ -122,10 +138,14 @@ def ingest_log(client: Any, log: Path, *, arrays_dir: Path | None = None) -> str
         client.delete_contents(uid, recursive=True, external_only=False)
     if arrays_dir is not None:
         _remove_internal_arrays(arrays_dir, uid)
+    derived = _analysis_documents(items)
     writer = TiledWriter(client, batch_size=_INGEST_BATCH)
     counts: dict[str, int] = {}
     names: dict[str, str] = {}
     for item in items:
+        if item.name == "stop":
+            for name, doc in derived:
+                writer(name, doc)
         if item.name == "descriptor":
             names[item.doc["uid"]] = item.doc["name"]
         elif item.name == "event":
@@ -133,6 +153,8 @@ def ingest_log(client: Any, log: Path, *, arrays_dir: Path | None = None) -> str
             counts[stream] = counts.get(stream, 0) + 1
         writer(item.name, item.doc)
     if not stopped:
+        for name, doc in derived:
+            writer(name, doc)
         last = items[-1].received
         stop = compose_stop(
             start=start,
@@ -150,7 +172,10 @@ def ingest_log(client: Any, log: Path, *, arrays_dir: Path | None = None) -> str
             time=last,
         )
         writer("stop", dict(stop))
-    client[uid].update_metadata({"faro": {"recovered_from_log": True, "documents": len(items)}})
+    phases = run_phases([(i.name, i.doc) for i in items] + derived) or []
+    client[uid].update_metadata(
+        {"faro": {"recovered_from_log": True, "documents": len(items), PHASES: phases}}
+    )
     logger.info("rebuilt run %s from %s (%d documents)", uid, log, len(items))
     return uid
 
@@ -163,7 +188,9 @@ def recover_runs(client: Any, log_dir: Path, *, arrays_dir: Path | None = None) 
     if not logs:
         return []
     known = set(client)
-    unfinished = set(client.search(KeyPresent("stop", False))) if known else set()
+    # "stop.uid", not "stop": a CatalogOfBlueskyRuns client reads a key outside start./stop.
+    # as a start-document field ("start.stop"), which every run lacks
+    unfinished = set(client.search(KeyPresent("stop.uid", False))) if known else set()
     rebuilt = []
     for log in logs:
         uid = log.stem

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..schema import FrameKind
 from ._run import Run
 
 _LIT = 0.5  # a cell counts as stimulated when the masks lit more than half of it on average
@@ -29,7 +30,7 @@ def _stim_mask_at(run: Run, frames: pd.DataFrame, fov: int, t: int) -> np.ndarra
     """The mask that fired at visit (fov, t), or None if it did not stimulate."""
     if "stim_mask" not in run.label_names:
         return None
-    rows = frames[(frames["p"] == fov) & (frames["t"] == t) & (frames["kind"] == "stim")]
+    rows = frames[(frames["p"] == fov) & (frames["t"] == t) & (frames["kind"] == FrameKind.STIM)]
     if rows.empty:
         return None
     labels = run.store.labels("stim_mask")
@@ -161,8 +162,8 @@ def write_report(
     ax.set_xlabel("timepoint t")
 
     ax = fig.add_subplot(grid[len(fovs) + 1, :])
-    stim = frames[frames["kind"] == "stim"].drop_duplicates(["p", "t"])
-    imaged = frames[frames["kind"] == "image"].drop_duplicates(["p", "t"])
+    stim = frames[frames["kind"] == FrameKind.STIM].drop_duplicates(["p", "t"])
+    imaged = frames[frames["kind"] == FrameKind.IMAGE].drop_duplicates(["p", "t"])
     ax.scatter(imaged["t"], imaged["p"], marker="|", color="0.7", label="imaged")
     ax.scatter(stim["t"], stim["p"], marker="s", color="tab:cyan", label="stimulated")
     ax.set_ylabel("FOV")

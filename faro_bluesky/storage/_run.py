@@ -18,9 +18,12 @@ import dask.array as da
 import numpy as np
 import pandas as pd
 
+from ..schema import FrameKind, Stream
 from ._doclog import read_document_log
 from ._documents import live_order
+from ._fov_follow import FovStores
 from ._frames import assemble, frame_grid, frames_table
+from ._run_outputs import RunOutputs
 from ._store import RunStore
 from ._timing import RunTiming, run_timing
 
@@ -29,7 +32,7 @@ logger = logging.getLogger(__name__)
 TimedDocument = tuple[str, dict[str, Any], float | None]
 
 
-class Run:
+class Run(RunOutputs, FovStores):
     """One bluesky run in a `Catalog`.
 
     :param tiled_run: the tiled client of the run (``BlueskyRunV3``).
@@ -38,7 +41,7 @@ class Run:
     """
 
     def __init__(
-        self, tiled_run: Any, *, log_dir: Path | None = None, stream: str = "primary"
+        self, tiled_run: Any, *, log_dir: Path | None = None, stream: str = Stream.PRIMARY
     ) -> None:
         self.tiled = tiled_run
         self.log_dir = Path(log_dir) if log_dir is not None else None
@@ -48,7 +51,7 @@ class Run:
         start = self.start
         return (
             f"<Run {self.uid[:8]} plan={start.get('plan_name')!r} "
-            f"phases={start.get('phase_names', [])} exit={self.exit_status!r}>"
+            f"phases={self.phases} exit={self.exit_status!r}>"
         )
 
     # ------------------------------------------------------------ metadata
@@ -129,9 +132,11 @@ class Run:
         """One row per frame: index (in the raw array), t, p, kind, c, channel, phase, time.
 
         Read anew on every access, so it grows while the run is being written (in batches:
-        a running run's first events may not be in the catalog yet, then it is empty).
+        a running run's first events, or even its stream, may not be in the catalog yet:
+        then it is empty).
         """
-        self._stream()
+        if self.stop is not None or self.stream in self.tiled:
+            self._stream()  # a finished run without the stream: say so
         return frames_table(self._events(self.stream))
 
     def timing(self) -> RunTiming:
@@ -140,7 +145,7 @@ class Run:
         From the documents alone (exposure times, DMD and mask timestamps recorded in the
         events); ``run.timing().summary()`` gives p50/p95/p99/max.
         """
-        return run_timing(self._events(self.stream), self._events("mask"))
+        return run_timing(self._events(self.stream), self._events(Stream.MASK))
 
     def _events(self, stream: str) -> pd.DataFrame:
         if stream not in self.tiled:
@@ -193,7 +198,7 @@ class Run:
         shape = tuple(array.shape)
         return da.from_array(array, chunks=(1, *shape[1:]), name=False)
 
-    def images(self, fov: int, kind: str = "image", *, via: str = "auto") -> da.Array:
+    def images(self, fov: int, kind: str = FrameKind.IMAGE, *, via: str = "auto") -> da.Array:
         """FOV ``fov``'s frames of ``kind`` (image/ref/stim) as (T, C, Y, X).
 
         T runs over the timepoints that have such a frame (`timepoints`), C over the
@@ -202,43 +207,10 @@ class Run:
         _, grid = frame_grid(self.frames, fov, kind)
         return assemble(self._raw(via), grid)
 
-    def timepoints(self, fov: int, kind: str = "image") -> np.ndarray:
+    def timepoints(self, fov: int, kind: str = FrameKind.IMAGE) -> np.ndarray:
         """The ``t`` of each row of ``images(fov, kind)``."""
         ts, _ = frame_grid(self.frames, fov, kind)
         return ts
-
-    # ------------------------------------------------------ analysis output
-    def tracks(self, fov: int | None = None) -> pd.DataFrame:
-        """The analyzer's tracks of FOV ``fov`` (all if None); empty if none yet."""
-        return self.store.tracks(fov)
-
-    @property
-    def label_names(self) -> list[str]:
-        """Names of the label images the analyzer wrote."""
-        return self.store.label_names()
-
-    def labels(self, name: str, fov: int | None = None) -> da.Array:
-        """Label image ``name``: (N, 1, H, W) like the raw array, or for one FOV (T, Y, X).
-
-        Per FOV, row i is the label image of its i-th timepoint (`timepoints` with
-        kind="image"): a visit's labels sit at one plane of the visit, so the maximum
-        over the visit's planes is that label image.
-        """
-        labels = self.store.labels(name)
-        if fov is None:
-            return labels
-        frames = self.frames
-        ts, _ = frame_grid(frames, fov, "image")
-        sel = frames[frames["p"] == fov]
-        n, _, h, w = labels.shape
-        planes = []
-        for t in ts:
-            idx = [int(i) for i in sel.loc[sel["t"] == t, "index"] if i < n]
-            if idx:
-                planes.append(labels[idx, 0].max(axis=0))
-            else:  # not written yet (label arrays grow as the analyzer writes)
-                planes.append(da.zeros((h, w), dtype=labels.dtype, chunks=(h, w)))
-        return da.stack(planes)
 
     # ------------------------------------------------------------ documents
     @property

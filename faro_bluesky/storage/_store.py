@@ -29,7 +29,7 @@ import dask.array as da
 import pandas as pd
 import zarr
 
-from ..devices._zarr_store import path_from_uri
+from ..devices import path_from_uri
 
 logger = logging.getLogger(__name__)
 
@@ -113,9 +113,9 @@ class RunStore:
 
     def track_parts(self, fov: int) -> list[Path]:
         """The parts of FOV ``fov``'s table in order: parquet, or journal if not consolidated."""
-        from ..analysis._journal import part_files  # not at import: analysis pulls skimage
+        from ..analysis import track_part_files  # not at import: analysis pulls skimage
 
-        return part_files(self.path / TRACKS / f"fov_{fov:04d}")
+        return track_part_files(self.path / TRACKS / f"fov_{fov:04d}")
 
     def tracks(self, fov: int | None = None) -> pd.DataFrame:
         """Tracks of FOV ``fov`` (all FOVs if None), by fov, t, particle; empty if none.
@@ -124,11 +124,11 @@ class RunStore:
         journal is skipped); a part that cannot be read at all is skipped. Both with a
         warning naming the file.
         """
-        from ..analysis._journal import read_fov
+        from ..analysis import read_track_parts
 
         fovs = self.track_fovs() if fov is None else [fov]
         folders = [self.path / TRACKS / f"fov_{p:04d}" for p in fovs]
-        frames = [table for folder in folders for table in read_fov(folder, logger)]
+        frames = [table for folder in folders for table in read_track_parts(folder, logger)]
         if not frames:
             return empty_tracks()
         table = pd.concat(frames, ignore_index=True)

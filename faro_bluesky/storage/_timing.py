@@ -19,8 +19,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-START, END, SCHEDULED = "camera-timing-start", "camera-timing-end", "visit-scheduled"
-DMD = "dmd-fraction"
+from ..schema import FrameField, FrameKind, MaskField, VisitField, VisitFields
+
+START, END, SCHEDULED = FrameField.TIMING_START, FrameField.TIMING_END, VisitField.SCHEDULED
+DMD = FrameField.DMD_FRACTION
+T, P, KIND, C = VisitField.T, VisitField.P, VisitField.KIND, VisitField.C
 LATENCY_STAGES = ("pixels_to_mask", "mask_to_dmd", "dmd_to_stim", "total")
 
 
@@ -38,11 +41,11 @@ def lag_table(primary: pd.DataFrame) -> pd.DataFrame:
     """One row per visit: scheduled start, its first exposure's start, lag (ms)."""
     if primary.empty or START not in primary or SCHEDULED not in primary:
         return pd.DataFrame(columns=["t", "p", "scheduled", "exposure_start", "lag_ms"])
-    first = primary.sort_values("seq_num").groupby(["visit-t", "visit-p"], sort=False).head(1)
+    first = primary.sort_values("seq_num").groupby([T, P], sort=False).head(1)
     out = pd.DataFrame(
         {
-            "t": first["visit-t"].to_numpy(),
-            "p": first["visit-p"].to_numpy(),
+            "t": first[T].to_numpy(),
+            "p": first[P].to_numpy(),
             "scheduled": first[SCHEDULED].to_numpy(float),
             "exposure_start": first[START].to_numpy(float),
         }
@@ -62,23 +65,23 @@ def latency_table(primary: pd.DataFrame, masks: pd.DataFrame) -> pd.DataFrame:
     if primary.empty or masks.empty or START not in primary:
         return pd.DataFrame(columns=[*cols, *LATENCY_STAGES])
     primary = primary.sort_values("seq_num")
-    images = primary[primary["visit-kind"] == "image"]
-    source_end = images.groupby(["visit-p", "visit-t"])[END].max()
+    images = primary[primary[KIND] == FrameKind.IMAGE]
+    source_end = images.groupby([P, T])[END].max()
     masks = masks.sort_values("seq_num")
-    stims = primary[(primary["visit-kind"] == "stim") & (primary["visit-c"] == 0)]
+    stims = primary[(primary[KIND] == FrameKind.STIM) & (primary[C] == 0)]
     rows = []
     # the k-th mask event of a FOV fired the k-th stimulation of that FOV
-    for p, group in stims.groupby("visit-p", sort=False):
-        fov_masks = masks[masks["mask-fov"] == p]
+    for p, group in stims.groupby(P, sort=False):
+        fov_masks = masks[masks[MaskField.FOV] == p]
         for (_, stim), (_, mask) in zip(group.iterrows(), fov_masks.iterrows(), strict=False):
-            src_t = int(mask["mask-t"])
+            src_t = int(mask[MaskField.T])
             rows.append(
                 {
-                    "t": int(stim["visit-t"]),
+                    "t": int(stim[T]),
                     "p": int(p),
                     "source_t": src_t,
                     "exposure_end": float(source_end.get((p, src_t), np.nan)),
-                    "mask_ready": float(mask.get("ts_mask-missed", mask["time"])),
+                    "mask_ready": float(mask.get(f"ts_{MaskField.MISSED}", mask["time"])),
                     "dmd_shown": float(stim.get(f"ts_{DMD}", np.nan)),
                     "stim_start": float(stim[START]),
                 }
@@ -115,4 +118,5 @@ class RunTiming:
 
 def run_timing(primary: pd.DataFrame, masks: pd.DataFrame) -> RunTiming:
     """`RunTiming` from a run's ``primary`` and ``mask`` event tables."""
+    VisitFields.check_keys(primary.columns)
     return RunTiming(lag_table(primary), latency_table(primary, masks))

@@ -13,6 +13,10 @@ is written (`flush`), so ``RE(plan)`` returns with the run complete in the catal
 A writer failure never reaches the RunEngine: the rest of that run is not sent to tiled
 (a half-written run must not look complete), the error is logged and kept in `errors`,
 and the run can be rebuilt from its raw document log (`Catalog.recover`).
+
+The same thread keeps each run's phases in its tiled metadata (`_phases`): written with
+the run's first batch and again with the batch holding a new phase's first frame (a phase
+chosen while running), never between a run's start and its streams.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ import queue
 import threading
 import time
 from typing import Any
+
+from ._phases import RunPhases, phases_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +101,8 @@ class CatalogWriter:
             raise ValueError(f"max_queued={max_queued} must be >= 1")
         self.max_delay = max_delay
         self._writer, self._runs = _batching_writer(client, batch_size)
+        self._phases = RunPhases()
+        self._new_phases: dict[str, list[str]] = {}  # run uid -> phases not yet recorded
         self._queue: queue.Queue[Any] = queue.Queue(max_queued)
         self._failed: set[str | None] = set()
         self.errors: dict[str | None, BaseException] = {}
@@ -161,16 +169,33 @@ class CatalogWriter:
             name, doc, uid = item
             if uid in self._failed:
                 continue
+            if name == "stop":
+                self._record_phases(uid or "")  # while the run is open
             try:
                 self._writer(name, doc)
                 self.written += 1
             except Exception as exc:
                 self._fail(uid, name, exc)
                 continue
+            changed = self._phases.feed(name, doc)
+            if changed is not None:
+                self._new_phases[changed[0]] = changed[1]
+                due = due if due is not None else time.monotonic() + self.max_delay
             if name == "stop":
                 self._runs.pop(uid or "", None)
             elif name in ("event", "event_page", "stream_datum") and due is None:
                 due = time.monotonic() + self.max_delay
+
+    def _record_phases(self, uid: str) -> None:
+        """Write run ``uid``'s ``faro.phase_names`` if its phase list changed."""
+        phases = self._new_phases.pop(uid, None)
+        run_writer = self._runs.get(uid)
+        if phases is None or run_writer is None or run_writer.root_node is None:
+            return
+        try:  # metadata only: the run's data go on being written either way
+            run_writer.root_node.update_metadata(phases_metadata(phases), drop_revision=True)
+        except Exception as exc:
+            logger.warning("run %s: could not record its phases %s: %s", uid, phases, exc)
 
     def _flush_all(self) -> None:
         for uid, run_writer in list(self._runs.items()):
@@ -180,10 +205,13 @@ class CatalogWriter:
                 _flush_run(run_writer)
             except Exception as exc:
                 self._fail(uid, "event", exc)
+                continue
+            self._record_phases(uid)
 
     def _fail(self, uid: str | None, name: str, exc: BaseException) -> None:
         self._failed.add(uid)
         self._runs.pop(uid or "", None)
+        self._new_phases.pop(uid or "", None)
         self.errors[uid] = exc
         logger.error(
             "writing a %r document of run %s to the catalog failed (%s); the rest of this "

@@ -2,58 +2,22 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
-
 import httpx
 import numpy as np
 import pytest
 import zarr
+from _bluesky_queries import check_standard_queries
+from _server import KEY, serving
+from tiled.client import from_uri
 
 from faro_bluesky.cli import main
 from faro_bluesky.storage import Catalog
 
-KEY = "faroTestKey42"
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
+@pytest.fixture(scope="module")  # one server process for this module's tests
 def server(recorded):
-    port = _free_port()
-    script = Path(sys.executable).parent / "faro-bluesky"
-    proc = subprocess.Popen(
-        [str(script), "serve", str(recorded.catalog.path), "--port", str(port)],
-        env={**os.environ, "TILED_SINGLE_USER_API_KEY": KEY},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    try:
-        while True:
-            assert proc.poll() is None, proc.stdout.read()[-3000:]
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "server did not come up"
-            time.sleep(0.1)  # polling the server for readiness, with a deadline
+    with serving(recorded.catalog.path) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        proc.stdout.close()
 
 
 def test_server_serves_the_run_with_the_key_and_refuses_without(server, recorded, capsys):
@@ -79,3 +43,8 @@ def test_server_serves_the_run_with_the_key_and_refuses_without(server, recorded
     assert httpx.get(metadata).status_code == 401
     assert httpx.get(metadata, headers={"Authorization": "Apikey wrong"}).status_code == 401
     assert httpx.get(metadata, headers={"Authorization": f"Apikey {KEY}"}).status_code == 200
+
+
+def test_a_plain_tiled_client_of_the_server_gets_bluesky_lookups(server, recorded):
+    # what a colleague does with tiled alone: the root's spec picks CatalogOfBlueskyRuns
+    check_standard_queries(from_uri(server, api_key=KEY), recorded.uid)
