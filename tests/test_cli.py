@@ -40,6 +40,8 @@ def test_demo_runs_the_closed_loop_story_into_the_catalog(tmp_path):
     assert {"cnr", "lit", "particle"} <= set(tracks.columns)
     report = tmp_path / "cat" / "reports" / f"{run.uid[:8]}.png"
     assert str(report) in out.replace("\n", "")
+    views = run.store_path / "fovs"  # per-FOV OME-Zarr, built by the catalog (decision 0057)
+    assert str(views) in out.replace("\n", "") and (views / "0" / "zarr.json").is_file()
     for png in (report, shot):
         image = plt.imread(png)
         assert image.shape[0] > 200 and image.shape[1] > 300

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pexpect
 
 EXE = str(Path(sys.executable).parent / "faro-bluesky")
 PROMPT = r"In \[\d+\]: "
+REPO = Path(__file__).parents[1].resolve()
 
 
 def send(child: pexpect.spawn, line: str) -> None:
@@ -24,9 +26,16 @@ def test_shell_runs_a_plan_pauses_on_ctrl_c_and_resumes(tmp_path):
         encoding="utf-8",
         timeout=120,
         dimensions=(40, 200),
-        env={"PYTHONUNBUFFERED": "1", "TERM": "dumb", "PATH": "/usr/bin:/bin"},
+        env={
+            "PYTHONUNBUFFERED": "1",
+            "TERM": "dumb",
+            "PATH": "/usr/bin:/bin",
+            "IPYTHONDIR": str(tmp_path / "ipython"),  # never the user's own history
+        },
     )
     try:
+        child.expect(r"profile\s+(\S+)", timeout=180)
+        assert Path(child.match.group(1)) == REPO  # the packaged (here: repository) default
         child.expect(PROMPT, timeout=180)
         send(child, "seen = []")
         send(
@@ -54,11 +63,16 @@ def test_shell_runs_a_plan_pauses_on_ctrl_c_and_resumes(tmp_path):
         assert "RESULT success 16 True" in child.before  # every frame once, none lost
         send(child, "print('RUNS', len(catalog), catalog[-1].stop['exit_status'])")
         assert "RUNS 1 success" in child.before
+        send(child, "%wa motors")  # bluesky's magic, on ophyd-async devices
+        assert "stage-x" in child.before and "devices: focus (focus), stage (stage)" in child.before
         child.sendline("exit")
         child.expect(pexpect.EOF, timeout=60)
     finally:
         child.close(force=True)
     assert child.exitstatus == 0
+    with sqlite3.connect(tmp_path / "ipython" / "profile_default" / "history.sqlite") as db:
+        history = [source for (source,) in db.execute("SELECT source FROM history")]
+    assert "r = RE.resume()" in history
 
 
 def test_shell_gui_docks_the_widget_and_shows_live_frames(tmp_path):
@@ -75,6 +89,7 @@ def test_shell_gui_docks_the_widget_and_shows_live_frames(tmp_path):
             "PATH": "/usr/bin:/bin",
             "QT_QPA_PLATFORM": "offscreen",
             "HOME": str(tmp_path),
+            "IPYTHONDIR": str(tmp_path / "ipython"),
         },
     )
     try:

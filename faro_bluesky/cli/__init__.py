@@ -1,4 +1,4 @@
-"""The ``faro-bluesky`` command line."""
+"""The ``faro-bluesky`` command line, and the profile API its ``devices/`` files use."""
 
 from __future__ import annotations
 
@@ -9,7 +9,21 @@ from collections.abc import Sequence
 from rich.console import Console
 
 from .._version import version_string
-from . import _analysis, _demo, _shell, _storage
+from . import _analysis, _demo, _network, _queue, _shell, _storage
+from ._profile import Profile, Setup, add_labels, default_profile, find_profile, load_profile
+from ._session import Session, open_session
+
+__all__ = [
+    "Profile",
+    "Session",
+    "Setup",
+    "add_labels",
+    "default_profile",
+    "find_profile",
+    "load_profile",
+    "main",
+    "open_session",
+]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -30,6 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sub.add_parser("reanalyze", help="analyse a stored run again, as a new run")
     )
     _analysis.add_report_arguments(sub.add_parser("report", help="a stored run's report PNG"))
+    _network.add_commands(sub)  # status --follow, analyzer (documents over the network)
+    _queue.add_commands(sub)  # queue: bluesky-queueserver's RE Manager on the profile
     args = parser.parse_args(argv)
     console = Console()
     if args.command == "demo":
@@ -42,6 +58,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return getattr(_analysis, args.command)(args, console)
     if args.command == "runs":
         return _storage.runs(args, console)
+    if args.command in _network.COMMANDS:
+        return _network.run(args, console)
+    if args.command == "queue":
+        return _queue.run(args, console)
     return 2  # pragma: no cover - argparse enforces the choices
 
 

@@ -2,7 +2,9 @@
 
 The story a new user should see in one command: calibrate the DMD, image a baseline, wait,
 stimulate half of the tracked cells with masks computed from each frame, watch them recover;
-live progress; every run stored in the catalog; a report PNG at the end. ``--gui`` shows the
+live progress; every run stored in the catalog; a report PNG at the end. The instruments and
+the experiment's phases (``plans/demo.py``) come from the packaged default profile, always
+on the simulated microscope. ``--gui`` shows the
 status widget during the run, ``--screenshot PATH`` saves it as PNG at the end.
 """
 
@@ -20,28 +22,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..analysis.components import ErkKtrFeatures, FractionOfCells, OtsuSegmenter
-from ..plans import Channel, Phase, calibrate_dmd, optogenetic_plan, wait
+from ..plans import calibrate_dmd, optogenetic_plan
 from ..storage import write_report
+from ._profile import default_profile
 from ._session import open_session
-
-
-def experiment(frames: int, interval: float) -> list[Any]:
-    """Baseline, a wait, stimulation of every frame, recovery (``frames`` frames each)."""
-    imaging = [Channel("miRFP", 20), Channel("ERKKTR", 30)]
-    return [
-        Phase("baseline", interval=interval, n_frames=frames, channels=imaging),
-        wait(2 * interval),
-        Phase(
-            "stim",
-            interval=interval,
-            n_frames=frames,
-            channels=imaging,
-            stim_channels=[Channel("Cyan", 100, power=50)],
-            stim_frames=range(frames),
-            metadata={"stimulated": "half of the cells"},
-        ),
-        Phase("recovery", interval=interval, n_frames=2 * frames, channels=imaging),
-    ]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -85,13 +69,19 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if args.fovs < 1 or args.frames < 1 or args.interval <= 0:
         console.print("[red]--fovs and --frames must be >= 1 and --interval > 0", soft_wrap=True)
         return 2
-    RE = None
+    during_task = None
     gui = args.gui or args.screenshot is not None
     if gui:
         from ..widgets import QtDuringTask
 
-        RE = RunEngine(call_returns_result=True, during_task=QtDuringTask())
-    session = open_session(args.data, seed=args.seed, console=console, RE=RE)
+        during_task = QtDuringTask()
+    session = open_session(
+        args.data,
+        profile=default_profile(),
+        seed=args.seed,
+        console=console,
+        during_task=during_task,
+    )
     RE = session.RE
     analyzer = session.analyzer
     analyzer.segmenter = OtsuSegmenter(channel="miRFP")
@@ -99,7 +89,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     analyzer.stimulator = FractionOfCells(0.5, seed=args.seed)
     window = _Gui(session.status, RE, show=args.gui) if gui else None
     fovs = [(400.0 * i, 0.0) for i in range(args.fovs)]
-    phases = experiment(args.frames, args.interval)
+    phases = session.plans["demo_phases"](args.frames, args.interval)
     console.print(
         f"[bold]faro-bluesky demo[/]: closed-loop optogenetics on the simulated microscope, "
         f"{args.fovs} FOV(s); baseline, wait, stimulation of half the cells, recovery",
@@ -145,6 +135,7 @@ def _summary(
     table.add_row("frames", str(len(run.frames)))
     table.add_row("catalog", str(session.catalog.path))
     table.add_row("zarr store", str(run.store_path))
+    table.add_row("per-FOV OME-Zarr (napari, Fiji)", str(run.fov_store()))
     table.add_row("labels", ", ".join(run.label_names))
     table.add_row("tracks", f"{len(tracks)} rows, {tracks['particle'].nunique()} particles")
     if "lit" in tracks and "cnr" in tracks:

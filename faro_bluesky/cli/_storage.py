@@ -72,7 +72,7 @@ def serve(args: argparse.Namespace, console: Console) -> int:
     """Run a tiled server over the catalog directory until interrupted."""
     import uvicorn
 
-    from ..storage._embedded import CatalogDirectory, build_app
+    from ..storage import CatalogDirectory, build_app
 
     try:
         key, generated = _api_key(args.api_key)
@@ -137,7 +137,7 @@ def _row(run: Any) -> list[str]:
         except (ValueError, KeyError):
             frames = "0"
         status = "running or died"
-    phases = ", ".join(start.get("phase_names", [])) or "-"
+    phases = ", ".join(run.phases) or "-"  # also those chosen while it ran
     return [run.uid[:8], when, str(start.get("plan_name", "?")), phases, status, frames]
 
 
