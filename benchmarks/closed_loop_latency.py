@@ -119,27 +119,29 @@ def latency(n_fovs: int, timepoints: int, whole_field: bool) -> None:
 
 
 def throughput(n_fovs: int, min_visits: int = 40) -> None:
-    """Visits/s back to back (interval 0 per FOV) against stage travel + exposures.
+    """Visits/s back to back (interval 0) against the physical limit of the same visits.
 
-    At least ``min_visits`` visits (whole timepoints), timed from the first visit's first
-    exposure to the last visit's last exposure end (the documents' camera timing), so the
-    rate is the loop's, not the run's opening and closing.
+    At least ``min_visits`` visits (whole timepoints). Timed from the documents: the first
+    exposure's start to the last exposure's end. The physical limit of those visits is
+    their exposures plus the stage's travel between consecutive visits in the order they
+    ran (an interval-0 phase visits each FOV's timepoints back to back, so the stage moves
+    once per FOV, not once per visit).
     """
-    scope_speed = 5000.0  # µm/s, the sim stage (SimOptions.stage_speed_um_s)
-    step = 400.0  # µm between neighbouring FOVs
+    speed = 5000.0  # µm/s, the sim stage (SimOptions.stage_speed_um_s)
     per_visit = (sum(c.exposure for c in IMAGING) + sum(c.exposure for c in STIM)) / 1000
-    limit = 1.0 / (per_visit + step / scope_speed)
     timepoints = max(2, -(-min_visits // n_fovs))
     primary, _, _, _ = run(n_fovs, timepoints, whole_field=False, interval=0.0)
-    visits = primary.groupby(["visit-t", "visit-p"]).ngroups
-    start = primary["camera-timing-start"].min()
-    end = primary["camera-timing-end"].max()
-    # visits - 1 full visit periods lie between the first start and the last start; the
-    # last visit adds its own frames (per_visit) after that
-    rate = (visits - 1) / (end - start - per_visit)
+    first = primary.groupby(["visit-t", "visit-p"], sort=False).first()
+    first = first.sort_values("camera-timing-start")
+    xy = first[["stage-x", "stage-y"]].to_numpy(float)
+    travel = float(np.linalg.norm(np.diff(xy, axis=0), axis=1).sum()) / speed
+    visits = len(first)
+    actual = primary["camera-timing-end"].max() - primary["camera-timing-start"].min()
+    physical = visits * per_visit + travel
     print(
-        f"throughput {n_fovs:3d} FOVs x {timepoints} timepoints: {rate:5.2f} visits/s, "
-        f"physical limit {limit:5.2f} ({rate / limit:.2f} of it; {load()})"
+        f"throughput {n_fovs:3d} FOVs x {timepoints} timepoints: {visits / actual:5.2f} "
+        f"visits/s, physical limit {visits / physical:5.2f} ({physical / actual:.2f} of it; "
+        f"{travel:.2f} s of travel; {load()})"
     )
 
 

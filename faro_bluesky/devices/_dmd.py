@@ -76,12 +76,13 @@ class DMD(SLM):
         with self.add_children_as_readables(StandardReadableFormat.CONFIG_SIGNAL):
             self.calibration, self._set_calibration = soft_signal_r_and_setter(Array1D[np.float64])
         super().__init__(core, label=label, name=name)
-        self.camera_shape: tuple[int, int] = self._worker.call(
-            lambda: (core.getImageHeight(), core.getImageWidth())
-        )
-        """The camera image ``(height, width)``: the shape of a mask."""
         self._index_map: tuple[NDArray[np.float64], NDArray[np.intp]] | None = None
         self.affine = None if affine is None else as_affine(affine)
+
+    @property
+    def camera_shape(self) -> tuple[int, int]:
+        """The camera image ``(height, width)``: the shape of a mask (read at connect)."""
+        return self._known().camera_shape
 
     @property
     def affine(self) -> NDArray[np.float64] | None:

@@ -15,6 +15,7 @@ went up (the closed loop's latency is measured from it). The image itself is `im
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,8 +24,12 @@ from bluesky.protocols import Movable, Pausable, Stageable, Stoppable
 from numpy.typing import NDArray
 from ophyd_async.core import (
     AsyncStatus,
+    DeviceConnector,
+    DeviceMock,
+    NotConnectedError,
     StandardReadable,
     StandardReadableFormat,
+    set_mock_value,
     soft_signal_r_and_setter,
     soft_signal_rw,
 )
@@ -46,6 +51,34 @@ class DMDPattern:
 
 
 SLMValue = NDArray | DMDPattern | bool | None
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    """What connect reads from the core: label, shape, pixel format, the camera's shape."""
+
+    label: str
+    shape: tuple[int, int]
+    bytes_per_pixel: int
+    components: int
+    camera_shape: tuple[int, int]
+
+
+class _SLMConnector(DeviceConnector):
+    """Connects the signals, then reads the SLM's geometry (real) or takes the mock's."""
+
+    async def connect_mock(self, device: SLM, mock: DeviceMock) -> None:  # type: ignore[override]
+        device._use(device._mock_geometry())
+        device._mocked = True
+        await super().connect_mock(device, mock)
+
+    async def connect_real(  # type: ignore[override]
+        self, device: SLM, timeout: float, force_reconnect: bool
+    ) -> None:
+        geometry = await asyncio.wait_for(device._worker.run(device._query_core), timeout)
+        device._use(geometry)
+        device._mocked = False
+        await super().connect_real(device, timeout, force_reconnect)
 
 
 def _pixel_dtype(bytes_per_pixel: int, components: int) -> np.dtype:
@@ -76,26 +109,21 @@ class SLM(StandardReadable, Movable[Any], Stoppable, Pausable, Stageable):
     :param label: the SLM device label; default the core's SLM device.
     """
 
-    def __init__(self, core: CMMCorePlus, *, label: str | None = None, name: str = "") -> None:
+    def __init__(
+        self,
+        core: CMMCorePlus,
+        *,
+        label: str | None = None,
+        mock_shape: tuple[int, int] = (600, 800),
+        name: str = "",
+    ) -> None:
         self._worker = CoreWorker.for_core(core)
-        self._label = label or core.getSLMDevice()
-        if not self._label:
-            raise ValueError("no SLM: pass label= or set the core's SLM device")
-        slm = self._label
-
-        def geometry() -> tuple[tuple[int, int], int, int]:
-            shape = (core.getSLMHeight(slm), core.getSLMWidth(slm))
-            return shape, core.getSLMBytesPerPixel(slm), core.getSLMNumberOfComponents(slm)
-
-        self.shape: tuple[int, int]
-        """``(height, width)`` in SLM pixels."""
-        self.shape, self.bytes_per_pixel, self.components = self._worker.call(geometry)
-        self.dtype = _pixel_dtype(self.bytes_per_pixel, self.components)
-        """The dtype of the images the device is sent."""
-        self.full = int(np.iinfo(self.dtype).max)
-        """A pixel's full level in device units (255 for 8 bits)."""
-        self._dark = np.zeros(self.shape, self.dtype)
+        self._wanted_label = label
+        self._label = label or ""
+        self._mock_shape = (int(mock_shape[0]), int(mock_shape[1]))
         self._image: NDArray | None = None
+        self._geometry: _Geometry | None = None
+        self._mocked = False  # connected with mock=True: images change only the readings
         with self.add_children_as_readables():
             self.n_on, self._set_n_on = soft_signal_r_and_setter(int, 0)
             self.fraction, self._set_fraction = soft_signal_r_and_setter(float, 0.0)
@@ -104,7 +132,66 @@ class SLM(StandardReadable, Movable[Any], Stoppable, Pausable, Stageable):
             self.exposure = soft_signal_rw(
                 float, units="ms", getter=self._get_exposure, setter=self._set_exposure
             )
-        super().__init__(name=name)
+        super().__init__(name=name, connector=_SLMConnector())
+
+    # ---------------------------------------------------------------- geometry
+    def _query_core(self) -> _Geometry:
+        """The SLM's label and geometry (on the core's thread, at connect)."""
+        core = self._worker.core
+        slm = self._wanted_label or core.getSLMDevice()
+        if not slm:
+            raise ValueError("no SLM: pass label= or set the core's SLM device")
+        shape = (core.getSLMHeight(slm), core.getSLMWidth(slm))
+        return _Geometry(
+            slm,
+            shape,
+            core.getSLMBytesPerPixel(slm),
+            core.getSLMNumberOfComponents(slm),
+            (core.getImageHeight(), core.getImageWidth()),
+        )
+
+    def _mock_geometry(self) -> _Geometry:
+        return _Geometry(self._wanted_label or "SLM", self._mock_shape, 1, 1, self._mock_shape)
+
+    def _use(self, geometry: _Geometry) -> None:
+        self._geometry = geometry
+        self._label = geometry.label
+        self._dark = np.zeros(geometry.shape, self.dtype)
+
+    def _known(self) -> _Geometry:
+        if self._geometry is None:
+            what = self.name or type(self).__name__
+            raise NotConnectedError(
+                f"{what} is not connected: connect it first (it reads the SLM's geometry "
+                "from the core then), e.g. with init_devices() or Microscope.from_core()"
+            )
+        return self._geometry
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(height, width)`` in SLM pixels."""
+        return self._known().shape
+
+    @property
+    def bytes_per_pixel(self) -> int:
+        """Bytes per pixel as MMCore reports them."""
+        return self._known().bytes_per_pixel
+
+    @property
+    def components(self) -> int:
+        """Colour components per pixel as MMCore reports them."""
+        return self._known().components
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The dtype of the images the device is sent."""
+        g = self._known()
+        return _pixel_dtype(g.bytes_per_pixel, g.components)
+
+    @property
+    def full(self) -> int:
+        """A pixel's full level in device units (255 for 8 bits)."""
+        return int(np.iinfo(self.dtype).max)
 
     @property
     def label(self) -> str:
@@ -172,9 +259,10 @@ class SLM(StandardReadable, Movable[Any], Stoppable, Pausable, Stageable):
 
     def _display(self, image: NDArray) -> tuple[int, float]:
         """Load and show ``image`` (on the core's thread); its ``n_on`` and ``mean``."""
-        core = self._worker.core
-        core.setSLMImage(self._label, image)
-        core.displaySLMImage(self._label)
+        if not self._mocked:
+            core = self._worker.core
+            core.setSLMImage(self._label, image)
+            core.displaySLMImage(self._label)
         self._image = image
         return self._summary(image)
 
@@ -182,8 +270,14 @@ class SLM(StandardReadable, Movable[Any], Stoppable, Pausable, Stageable):
         return self._display(self.to_image(value))
 
     def _shown(self, n_on: int, mean: float) -> None:
+        fraction = n_on / self._dark.size
+        if self._mocked:  # mock signals take their values this way
+            set_mock_value(self.n_on, n_on)
+            set_mock_value(self.fraction, fraction)
+            set_mock_value(self.mean, mean)
+            return
         self._set_n_on(n_on)
-        self._set_fraction(n_on / self._dark.size)
+        self._set_fraction(fraction)
         self._set_mean(mean)
 
     def set(self, value: Any) -> AsyncStatus:

@@ -13,6 +13,7 @@ import bluesky.preprocessors as bpp
 from bluesky import Msg
 from bluesky.protocols import Readable
 from bluesky.utils import MsgGenerator, RunEngineControlException
+from ophyd_async.core import TriggerInfo
 from ophyd_async.plan_stubs import ensure_connected
 
 from ..devices import FixedMask, MaskFacet, Microscope, PatternedLight, SummaryFacet
@@ -361,6 +362,11 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
         @_run_decorator(md=self._start_md(), reason=lambda: self._outcome_warning(masks, outcome))
         def inner() -> MsgGenerator[None]:
             yield Msg("null", clock)  # the RunEngine now tells the clock about pauses
+            # the camera opens its store now, not in the first visit's trigger (an implicit
+            # prepare there made the first exposure ~10 ms late)
+            group = f"prepare-{id(clock)}"
+            yield Msg("prepare", scope.camera, TriggerInfo(), group=group)
+            yield Msg("wait", None, group=group)
             # The schedule's clock starts when the first visit is ready (stage there, preset
             # set), so that visit is not late by its own preparation.
             t0: float | None = None

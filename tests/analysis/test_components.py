@@ -581,3 +581,14 @@ def test_model_segmenters_pickle_without_their_model():
     assert pickle.loads(pickle.dumps(StardistSegmenter(prob_thresh=0.6))).prob_thresh == 0.6
     ref = pickle.loads(pickle.dumps(RefFeatures(channel=1)))
     assert ref == RefFeatures(channel=1)
+
+
+def test_trackpy_tracker_names_its_extra_when_trackpy_is_missing(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "trackpy" else real(name, *a)
+    )
+    with pytest.raises(ImportError, match=r"--extra trackpy"):
+        TrackpyTracker()

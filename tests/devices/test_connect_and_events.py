@@ -213,3 +213,32 @@ def test_events_arrive_with_the_qt_signal_backend(RE, tmp_path, monkeypatch):
     in_thread(scope.core.setXYPosition, 5.0, 5.0)  # disconnected: nothing fails
     # unload now, while Qt still exists: at interpreter exit the signaler is gone first
     scope.core.unloadAllDevices()
+
+
+def test_slm_and_dmd_read_the_core_in_connect_and_mock_without_it(RE, scope):
+    from faro_bluesky.devices import DMD, SLM
+
+    core = Mock(spec=CMMCorePlus)
+    with init_devices(mock=True):
+        dmd = DMD(core, affine=[[1, 0, 0], [0, 1, 0], [0, 0, 1]])
+    assert dmd.shape == (600, 800) and dmd.camera_shape == (600, 800)
+    # mock: only the signals change (set directly: a RunEngine stops, i.e. blanks, every
+    # device it moved when its plan ends)
+    async def show_all():
+        await dmd.set(True)
+
+    call_in_bluesky_event_loop(show_all())
+    assert value(dmd.n_on) == 600 * 800
+    assert core.mock_calls == []
+    CoreWorker.for_core(core).shutdown()
+
+    unconnected = SLM(scope.core, label="DMD")  # built without asking the core anything
+    with pytest.raises(NotConnectedError, match="connect it first"):
+        _ = unconnected.shape
+    call_in_bluesky_event_loop(unconnected.connect())
+    assert unconnected.shape == (scope.core.getSLMHeight("DMD"), scope.core.getSLMWidth("DMD"))
+
+    bare = CMMCorePlus()
+    with pytest.raises(ValueError, match="no SLM: pass label="):
+        call_in_bluesky_event_loop(SLM(bare).connect())
+    CoreWorker.for_core(bare).shutdown()

@@ -19,6 +19,7 @@ Conventions shared by both:
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -258,6 +259,13 @@ class TrackpyTracker(_PerFovTracker):
         adaptive_step: float = 0.95,
         link_strategy: str | None = None,
     ) -> None:
+        # trackpy is an optional extra: say so now, before any run, not at the first link
+        if importlib.util.find_spec("trackpy") is None:
+            raise ImportError(
+                "TrackpyTracker needs the optional package 'trackpy', which is not installed: "
+                "install it with `uv sync --extra trackpy` (or `pip install "
+                "faro-bluesky[trackpy]`), or use NearestNeighbourTracker"
+            )
         super().__init__(search_range, memory)
         self.adaptive_stop = adaptive_stop
         self.adaptive_step = adaptive_step
