@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import threading
 import types
 import typing
 from collections.abc import Callable, Generator, Mapping, Sequence
@@ -32,7 +33,7 @@ from typing import Any
 from bluesky.utils import is_plan
 
 from ..devices import Microscope
-from ..plans import Parallel, Phase, Wait, experiment_from_json
+from ..plans import OptogeneticPlan, Parallel, Phase, Wait, experiment_from_json
 from ..plans._model import FaroModel  # the base of every experiment model
 
 __all__ = ["experiment_arg", "queueable"]
@@ -106,6 +107,47 @@ def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
         return {}
 
 
+class _Running:
+    """The experiment plan the worker is running now, for `extend_experiment`."""
+
+    def __init__(self) -> None:
+        self._plan: OptogeneticPlan | None = None
+        self._lock = threading.Lock()
+
+    def set(self, plan: OptogeneticPlan) -> OptogeneticPlan:
+        with self._lock:
+            self._plan = plan
+        return plan
+
+    def clear(self, plan: OptogeneticPlan) -> None:
+        with self._lock:
+            if self._plan is plan:
+                self._plan = None
+
+    def get(self) -> OptogeneticPlan | None:
+        with self._lock:
+            return self._plan
+
+
+RUNNING = _Running()
+
+
+def extend_experiment(elements: list[dict[str, Any]]) -> int:
+    """Append ``elements`` (the ``experiment_to_json`` form) to the running experiment.
+
+    Run by the RE Manager's worker (``function_execute``) while a plan runs; returns the
+    number of visits the experiment has now. Validated first, like `OptogeneticPlan.extend`.
+    """
+    plan = RUNNING.get()
+    if plan is None:
+        raise RuntimeError(
+            "no optogenetic_plan is running in the queue's worker: nothing to extend"
+        )
+    plan.extend(*experiment_from_json(elements))
+    schedule = plan.schedule
+    return len(schedule) if schedule is not None else 0
+
+
 def queueable(fn: Callable[..., Any], microscope: Microscope) -> Callable[..., Any] | None:
     """``fn`` as a plan the RE Manager can describe and call (see the module docstring).
 
@@ -155,7 +197,13 @@ def queueable(fn: Callable[..., Any], microscope: Microscope) -> Callable[..., A
             name: convert[name](value) if name in convert and value is not None else value
             for name, value in bound.arguments.items()
         }
-        return (yield from fn(**values, **injected))
+        gen = fn(**values, **injected)
+        token = RUNNING.set(gen) if isinstance(gen, OptogeneticPlan) else None
+        try:
+            return (yield from gen)
+        finally:
+            if token is not None:
+                RUNNING.clear(gen)
 
     plan.__name__ = getattr(fn, "__name__", "plan")
     plan.__qualname__ = getattr(fn, "__qualname__", plan.__name__)

@@ -174,6 +174,32 @@ class QueueRunHandle:
         """Finish the current visit, then stop: ``stop(defer=True)``."""
         self._end("re_stop", True, timeout)
 
+    def extend(self, *elements: Any, timeout: float = 60.0) -> int:
+        """Append phases/waits to the running experiment, as `RunHandle.extend` does.
+
+        Runs ``extend_experiment`` in the RE Manager's worker (``function_execute``, in the
+        background of the running plan); the edit is validated there first and a refusal
+        comes back as a `RuntimeError` naming the problem. Returns the experiment's
+        number of visits after the edit.
+        """
+        from bluesky_queueserver_api import BFunc
+
+        from ..plans import experiment_to_json
+
+        self._require_running("extend")
+        reply = self.api.function_execute(
+            BFunc("extend_experiment", experiment_to_json(list(elements))),
+            run_in_background=True,
+        )
+        if not reply.get("success", False):
+            raise RuntimeError(f"cannot extend: {reply.get('msg', '')}")
+        task = reply["task_uid"]
+        self.api.wait_for_completed_task(task, timeout=timeout)
+        result = self.api.task_result(task)["result"]
+        if not result.get("success", False):
+            raise RuntimeError(f"cannot extend: {result.get('msg', '')}")
+        return int(result["return_value"])
+
     def _require_running(self, what: str) -> None:
         if self.api.status(reload=True).get("running_item_uid") != self.item_uid:
             raise RuntimeError(f"cannot {what}: item {self.item_uid} is {self.status()}")

@@ -52,7 +52,8 @@ def write_permissions(path: Path, profile: Path) -> Path:
                 "forbidden_plans": [None],
                 "allowed_devices": [":?.*:depth=5"],
                 "forbidden_devices": [None],
-                "allowed_functions": [],  # no `function_execute` of namespace functions
+                # `function_execute` of this one only: QueueRunHandle.extend
+                "allowed_functions": ["extend_experiment"],
                 "forbidden_functions": [None],
             },
         }

@@ -37,7 +37,7 @@ import bluesky.plans as bp
 
 from ..cli._profile import mm_config_from
 from ..cli._session import Session, open_session
-from ._adapt import queueable
+from ._adapt import extend_experiment, queueable
 
 __all__ = [
     "BLUESKY_PLANS",
@@ -125,6 +125,7 @@ def worker_namespace(env: Mapping[str, str] | None = None) -> dict[str, Any]:
                 names[name] = wrapped
         names.update(session.instruments)
         names["scope"] = scope
+        names["extend_experiment"] = extend_experiment  # QueueRunHandle.extend
     except BaseException:
         _close(session, token)
         raise

@@ -14,9 +14,10 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from conftest import TIMEOUT, Queue
 
-from faro_bluesky.plans import RunState
+from faro_bluesky.plans import Channel, Phase, RunState
 from faro_bluesky.queue import QueueRunHandle, submit
 from faro_bluesky.queue._handle import QUEUED
 from faro_bluesky.storage import Catalog
@@ -104,6 +105,27 @@ def test_pause_resume_and_finish_through_the_python_api(queue: Queue) -> None:
         next(d for n, d in queue.remote.docs if n == "start" and d["uid"] == uid)["sample"]
         == "queue-test"
     )
+
+
+def test_a_running_experiment_is_extended_through_its_handle(queue: Queue) -> None:
+    handle = submit(queue.api, "optogenetic_plan", [[0.0, 0.0]], PHASES, per_visit=["gate"])
+    conn, line = queue.gate.next_read()  # held in its first visit
+    assert line.startswith("read")
+    more = Phase("more", interval=0.1, n_frames=2, channels=[Channel("miRFP", 5)])
+    assert handle.extend(more) == 3 + 2  # validated and appended in the worker
+    with pytest.raises(RuntimeError, match="GFP"):  # a bad edit is refused there, named
+        handle.extend(Phase("bad", interval=0.1, n_frames=1, channels=[Channel("GFP", 5)]))
+    queue.gate.answer(conn)
+    queue.gate.pass_reads(4)
+    result = handle.wait(timeout=TIMEOUT)
+    assert result.exit_status == "success"
+    catalog = Catalog.local(queue.data, recover=False)
+    try:
+        run = catalog[result.run_start_uids[0]]
+        assert len(run.frames) == 5
+        assert list(run.frames["phase"].unique()) == ["base", "more"]
+    finally:
+        catalog.close()
 
 
 def _hold_paused(queue: Queue, pause: Callable[[], object]) -> None:
