@@ -222,6 +222,7 @@ def test_slm_and_dmd_read_the_core_in_connect_and_mock_without_it(RE, scope):
     with init_devices(mock=True):
         dmd = DMD(core, affine=[[1, 0, 0], [0, 1, 0], [0, 0, 1]])
     assert dmd.shape == (600, 800) and dmd.camera_shape == (600, 800)
+
     # mock: only the signals change (set directly: a RunEngine stops, i.e. blanks, every
     # device it moved when its plan ends)
     async def show_all():
