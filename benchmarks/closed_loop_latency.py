@@ -67,30 +67,45 @@ def analyzer() -> Analyzer:
     )
 
 
+class StreamEvents:
+    """A RunEngine callback keeping the events of streams ``primary`` and ``mask``."""
+
+    def __init__(self) -> None:
+        self.streams: dict[str, str] = {}
+        self.events: dict[str, list[dict]] = {"primary": [], "mask": []}
+
+    def __call__(self, name: str, doc: dict) -> None:
+        if name == "descriptor":
+            self.streams[doc["uid"]] = doc["name"]
+        elif name == "event" and self.streams.get(doc["descriptor"]) in self.events:
+            self.events[self.streams[doc["descriptor"]]].append(doc)
+
+    def tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The primary and mask events as tables (`events_table`)."""
+        return events_table(self.events["primary"]), events_table(self.events["mask"])
+
+
+def stim_phase(timepoints: int, interval: float = 1.0) -> Phase:
+    """The issue's configuration: 2 imaging channels, stimulation at every timepoint."""
+    return Phase(
+        "stim",
+        interval=interval,
+        n_frames=timepoints,
+        channels=IMAGING,
+        stim_channels=STIM,
+        stim_frames=range(timepoints),
+    )
+
+
 def run(n_fovs: int, timepoints: int, *, whole_field: bool, interval: float = 1.0):
     """One experiment; its primary and mask event tables, and the analyzer (or None)."""
     with tempfile.TemporaryDirectory() as tmp:
         RE = RunEngine(context_managers=[], call_returns_result=True)
         scope = sim_microscope(seed=0, data_dir=tmp, dmd_calibrated=True)
-        streams: dict[str, str] = {}
-        events: dict[str, list[dict]] = {"primary": [], "mask": []}
-
-        def cb(name, doc):
-            if name == "descriptor":
-                streams[doc["uid"]] = doc["name"]
-            elif name == "event" and streams.get(doc["descriptor"]) in events:
-                events[streams[doc["descriptor"]]].append(doc)
-
-        RE.subscribe(cb)
+        collected = StreamEvents()
+        RE.subscribe(collected)
         an = None if whole_field else analyzer()
-        phase = Phase(
-            "stim",
-            interval=interval,
-            n_frames=timepoints,
-            channels=IMAGING,
-            stim_channels=STIM,
-            stim_frames=range(timepoints),
-        )
+        phase = stim_phase(timepoints, interval)
         fovs = fov_list(n_fovs)
         tpf = interval / n_fovs if n_fovs > 1 and interval > 0 else None
         t0 = time.perf_counter()
@@ -99,7 +114,7 @@ def run(n_fovs: int, timepoints: int, *, whole_field: bool, interval: float = 1.
         if an is not None:
             an.close()
         scope.close()
-    return events_table(events["primary"]), events_table(events["mask"]), an, elapsed
+    return (*collected.tables(), an, elapsed)
 
 
 def latency(n_fovs: int, timepoints: int, whole_field: bool) -> None:

@@ -34,13 +34,13 @@ from pathlib import Path
 
 import bluesky.plans as bp
 from bluesky import RunEngine
-from closed_loop_latency import IMAGING, STIM, analyzer, load, percentiles
+from closed_loop_latency import StreamEvents, analyzer, load, percentiles, stim_phase
 from overhead import fov_list
 
 from faro_bluesky.network import ProxyProcess, RemoteMasks, publish, unpublish
-from faro_bluesky.plans import Phase, optogenetic_plan
+from faro_bluesky.plans import optogenetic_plan
 from faro_bluesky.sim import sim_microscope
-from faro_bluesky.storage import events_table, run_timing
+from faro_bluesky.storage import run_timing
 
 HERE = Path(__file__).parent
 
@@ -67,31 +67,19 @@ def start_service(documents: str) -> tuple[subprocess.Popen, str]:
 
 
 def experiment(RE, scope, n_fovs: int, timepoints: int, provider) -> tuple:
-    streams: dict[str, str] = {}
-    events: dict[str, list[dict]] = {"primary": [], "mask": []}
-
-    def cb(name, doc):
-        if name == "descriptor":
-            streams[doc["uid"]] = doc["name"]
-        elif name == "event" and streams.get(doc["descriptor"]) in events:
-            events[streams[doc["descriptor"]]].append(doc)
-
-    phase = Phase(
-        "stim",
-        interval=1.0,
-        n_frames=timepoints,
-        channels=IMAGING,
-        stim_channels=STIM,
-        stim_frames=range(timepoints),
-    )
+    collected = StreamEvents()
     tpf = 1.0 / n_fovs if n_fovs > 1 else None
     plan = optogenetic_plan(
-        fov_list(n_fovs), [phase], microscope=scope, analyzer=provider, time_per_fov=tpf
+        fov_list(n_fovs),
+        [stim_phase(timepoints)],
+        microscope=scope,
+        analyzer=provider,
+        time_per_fov=tpf,
     )
-    RE(plan, cb)
-    masks = events_table(events["mask"])
+    RE(plan, collected)
+    primary, masks = collected.tables()
     missed = int(masks["mask-missed"].sum()) if len(masks) else 0
-    return run_timing(events_table(events["primary"]), masks), missed
+    return run_timing(primary, masks), missed
 
 
 def report(label: str, timing, missed: int, before: str) -> None:
