@@ -165,45 +165,30 @@ class RunLayout:
     ) -> RunLayout:
         """Build from schedule rows (``Schedule.rows()`` / the start doc's ``schedule``).
 
-        ``waits_before`` lists, for each wait cell, the visit index it precedes.
+        ``waits_before`` lists, for each wait cell, the visit index it precedes. The rows
+        become the columns `from_columns` takes (phases numbered by name, in order of first
+        appearance), so both paths build a layout the same way.
         """
-        codes: list[int] = []
-        times: list[float] = []
-        frames: list[int] = []
-        phase: list[int] = []
+        rows = list(visits)
         names: dict[str, int] = {}
-        path: list[int] = []
-        seen: set[int] = set()
-        for row in visits:
-            stim, ref = bool(row.get("stim")), bool(row.get("ref"))
-            codes.append(STIM if stim else REF if ref else IMAGE)
-            times.append(float(row["time"]))
-            p = int(row["p"])
-            n_stim = len(row.get("stim_channels", ())) if stim else 0
-            if stim_mode == "previous" and p not in seen:
-                n_stim = 0  # "previous" never fires at a FOV's first visit
-            frames.append(len(row.get("channels", ())) + len(row.get("ref_channels", ())) + n_stim)
-            phase.append(names.setdefault(str(row.get("phase", "")), len(names)))
-            if p not in seen:
-                seen.add(p)
-                path.append(p)
-        n = len(codes)
-        before = np.sort(np.asarray([w for w in waits_before if 0 <= w < n], dtype=np.int64))
-        visit_cell = np.arange(n, dtype=np.int64) + np.searchsorted(
-            before, np.arange(n), side="right"
-        )
-        cells = np.full(n + len(before), WAIT, dtype=np.uint8)
-        cells[visit_cell] = np.asarray(codes, dtype=np.uint8)
-        return cls(
-            uid=uid,
-            cells=_frozen(cells),
-            visit_cell=_frozen(visit_cell),
-            times=_frozen(np.asarray(times, dtype=np.float64)),
-            frames=_frozen(np.asarray(frames, dtype=np.int64)),
-            phase=_frozen(np.asarray(phase, dtype=np.int64)),
-            phase_names=tuple(names),
-            fovs=tuple((float(x), float(y)) for x, y in fovs),
-            path=tuple(path),
+        phase_index = [names.setdefault(str(r.get("phase", "")), len(names)) for r in rows]
+        cols = {
+            "time": np.asarray([float(r["time"]) for r in rows], np.float64),
+            "p": np.asarray([int(r["p"]) for r in rows], np.int64),
+            "phase_index": np.asarray(phase_index, np.int64),
+            "stim": np.asarray([bool(r.get("stim")) for r in rows], bool),
+            "ref": np.asarray([bool(r.get("ref")) for r in rows], bool),
+            "n_image": np.asarray([len(r.get("channels", ())) for r in rows], np.int64),
+            "n_ref": np.asarray([len(r.get("ref_channels", ())) for r in rows], np.int64),
+            "n_stim": np.asarray([len(r.get("stim_channels", ())) for r in rows], np.int64),
+        }
+        return cls.from_columns(
+            uid,
+            cols,
+            list(names),
+            fovs=fovs,
+            waits_before=waits_before,
+            stim_mode=stim_mode,
             on_resume=on_resume,
         )
 

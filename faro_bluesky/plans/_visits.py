@@ -231,14 +231,8 @@ class Schedule(Sequence[Visit]):
 
     def n_frames(self) -> int:
         """Imaging and reference frames of every visit (stimulation frames not counted)."""
-        if self._cols is None:
-            return sum(len(v.channels) + len(v.ref_channels) for v in self)
-        total = 0
-        for k, info in enumerate(self._phase_info):
-            frames = self._cols.frame[self._cols.phase == k]
-            refs = np.isin(frames, list(info.ref_frames)).sum() if info.ref_frames else 0
-            total += len(frames) * len(info.channels) + int(refs) * len(info.ref_channels)
-        return total
+        cols = self.columns()
+        return int(cols["n_image"].sum() + cols["n_ref"].sum())
 
     def columns(self) -> dict[str, NDArray]:
         """The visits as arrays, one entry per visit, in run order (no `Visit` is made).
