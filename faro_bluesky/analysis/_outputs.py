@@ -20,10 +20,8 @@ import pandas as pd
 import zarr
 from numpy.typing import NDArray
 
-from ..devices import link_fov_labels, ngff
+from ..devices import grown_length, link_fov_labels, ngff
 from ._journal import read_fov
-
-GROW_FRAMES = 256  # label arrays grow this many frames ahead, together; `finish` trims them
 
 LABEL_DTYPE = np.uint32
 
@@ -75,8 +73,8 @@ class LabelStore:
         image = np.asarray(image)
         with self._lock:
             array = self._array(name, image.shape)
-            if self._length <= index:  # grown ahead (a resize rewrites the metadata)
-                self._resize((index // GROW_FRAMES + 1) * GROW_FRAMES)
+            if self._length <= index:  # grown ahead, together; `finish` trims them
+                self._resize(grown_length(index))
             array[index, 0] = image.astype(LABEL_DTYPE, copy=False)
 
     def _resize(self, length: int) -> None:

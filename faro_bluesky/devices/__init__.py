@@ -16,7 +16,13 @@ from ._slm import SLM
 from ._stage import Focus, StageAxis, XYStage
 from ._summary import SummaryFacet, SummarySource
 from ._worker import CoreWorker
-from ._zarr_store import frames_on_disk, frames_written, ome_image_attrs, path_from_uri
+from ._zarr_store import (
+    frames_on_disk,
+    frames_written,
+    grown_length,
+    ome_image_attrs,
+    path_from_uri,
+)
 
 __all__ = [
     "DEFAULT_DATA_DIR",
@@ -47,6 +53,7 @@ __all__ = [
     "find_frame",
     "frames_on_disk",
     "frames_written",
+    "grown_length",
     "link_fov_labels",
     "ngff",
     "ome_image_attrs",

@@ -216,7 +216,7 @@ class ZarrFrameWriter:
         h, w = self.frame_shape
         with self._shape_lock:
             if stop > self.capacity:
-                self.capacity = (stop // GROW_FRAMES + 1) * GROW_FRAMES
+                self.capacity = grown_length(stop)
                 self._array.resize((self.capacity, 1, h, w))
             self._array[start:stop, 0] = np.stack(frames) if len(frames) > 1 else frames[0][None]
         with self._done:
@@ -237,6 +237,16 @@ def frame_compressor() -> BloscCodec:
 _WRITE_BATCH = 16  # frames written at once when the writer is behind
 GROW_FRAMES = 256
 """The array's shape grows this many frames ahead of the frames written."""
+
+
+def grown_length(n: int) -> int:
+    """The next multiple of `GROW_FRAMES` above ``n``: what a frame array grows to.
+
+    An array of that length holds ``n`` frames and frame index ``n``. A resize rewrites
+    the array's metadata, so arrays written frame by frame (raw frames, label images)
+    grow in steps.
+    """
+    return (n // GROW_FRAMES + 1) * GROW_FRAMES
 
 
 def frames_written(array_path: Path) -> int:
