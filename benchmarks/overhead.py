@@ -10,9 +10,12 @@ alternating, ``--repeats`` times, on the same simulated microscope:
 - ``plan``: ``optogenetic_plan`` without a catalog; ``plan+cat``: with the embedded
   catalog subscribed (the demo's and the shell's default).
 
-Phases use ``interval=0`` ("as fast as possible"): with one FOV and one channel that is a
-burst through one camera sequence. ``--two-channel`` adds a second imaging channel (step
-by step: the simulated channels are not sequenceable). Prints ms per frame (median over
+Phases use ``interval=0`` ("as fast as possible"): with one FOV that is a burst through
+one camera sequence. The two-channel row switches channels inside that sequence (the
+sim's filter is sequenceable, as TTL-triggered light paths are); ``plan-step`` runs the
+same phase on a sim whose filter is not (``sequenceable_filter=False``), so channels go
+step by step, one snap and one preset per frame, as pymmcore-plus's ``mda-event`` does.
+Prints ms per frame (median over
 repeats), the ratio to ``raw`` and the machine load; ``--write`` puts the table into
 ``docs/benchmarks.md``. ``--lag`` measures schedule lag (scheduled start -> exposure
 start) at 1 s interval; ``--memory N`` runs one N-frame run with the catalog and prints
@@ -74,6 +77,8 @@ class Bench:
         self.exposure = exposure
         self.fovs = fov_list(n_fovs)
         self.channels = channels
+        self.shape = shape
+        self.step_scope = None
 
     def raw(self, n_timepoints: int) -> int:
         # the visiting order of an interval-0 schedule: every frame of a FOV, then the next
@@ -104,7 +109,7 @@ class Bench:
         core.mda.run(seq)
         return n_timepoints * len(self.fovs) * len(self.channels)
 
-    def plan(self, n_timepoints: int, catalog: bool) -> int:
+    def plan(self, n_timepoints: int, catalog: bool, scope=None) -> int:
         sub = self.catalog.subscribe(self.RE) if catalog else None
         phase = Phase(
             "burst",
@@ -115,14 +120,34 @@ class Bench:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                self.RE(optogenetic_plan(self.fovs, [phase], microscope=self.scope, analyzer=None))
+                self.RE(
+                    optogenetic_plan(
+                        self.fovs, [phase], microscope=scope or self.scope, analyzer=None
+                    )
+                )
         finally:
             if sub is not None:
                 sub.unsubscribe()
         return n_timepoints * len(self.fovs) * len(self.channels)
 
+    def plan_step(self, n_timepoints: int) -> int | None:
+        """The plan on a sim whose channels cannot switch inside a camera sequence."""
+        if len(self.channels) < 2:
+            return None  # one channel: the same burst as ``plan``
+        if self.step_scope is None:
+            self.step_scope = sim_microscope(
+                seed=0,
+                data_dir=self.catalog.data_dir,
+                image_shape=(self.shape, self.shape),
+                sequenceable_filter=False,
+                name="step",
+            )
+        return self.plan(n_timepoints, False, scope=self.step_scope)
+
     def close(self) -> None:
         self.scope.close()
+        if self.step_scope is not None:
+            self.step_scope.close()
         self.catalog.close()
 
 
@@ -132,6 +157,7 @@ METHODS = {
     "mda-event": lambda b, n: b.mda(n, False),
     "plan": lambda b, n: b.plan(n, False),
     "plan+cat": lambda b, n: b.plan(n, True),
+    "plan-step": lambda b, n: b.plan_step(n),
 }
 
 
@@ -148,9 +174,10 @@ def measure(
             gc.collect()
             t0 = time.perf_counter()
             n = method(bench, n_t)
-            times[name].append((time.perf_counter() - t0) / n * 1000.0)
+            if n is not None:  # (a method that does not apply to this configuration)
+                times[name].append((time.perf_counter() - t0) / n * 1000.0)
     bench.close()
-    return {m: statistics.median(v) for m, v in times.items()}
+    return {m: statistics.median(v) if v else float("nan") for m, v in times.items()}
 
 
 def lag(interval: float = 1.0, n: int = 30, n_fovs: int = 1) -> list[float]:
@@ -243,7 +270,9 @@ def main() -> None:
         res = measure(shape, exposure, n_fovs, channels, frames, args.repeats)
         raw = res["raw"]
         cells = [f"{res['raw']:.1f} ms"] + [
-            f"{res[m]:.1f} ({res[m] / raw:.2f}×)" for m in METHODS if m != "raw"
+            f"{res[m]:.1f} ({res[m] / raw:.2f}×)" if res[m] == res[m] else "—"
+            for m in METHODS
+            if m != "raw"
         ]
         row = (
             f"| {shape}² | {exposure:g} ms | {n_fovs} | {len(channels)} | "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import numpy as np
 from ophyd_async.core import (
@@ -16,6 +17,7 @@ from pymmcore_plus import CMMCorePlus
 
 from ._camera_logic import CameraIO, MMAcquireLogic, MMTriggerLogic, ZarrDataLogic
 from ._frames import FrameCache
+from ._sequence import Program, channel_program
 from ._timing import FrameTiming
 from ._worker import CoreWorker
 
@@ -76,6 +78,12 @@ class Camera(StandardDetector):
         )
         self.sequence = soft_signal_rw(int, 0, getter=self._get_sequence, setter=self._arm)
         """Frames the next triggers take from one camera sequence (a burst); 0 = snaps."""
+        self.sequence_channels = soft_signal_rw(
+            Sequence[str], (), setter=self._set_sequence_channels
+        )
+        """Channel presets a burst's frames take in turn inside the sequence (set before
+        `sequence`); empty = every frame at the current preset. Refused unless the presets
+        differ only in sequenceable properties (`sequenceable`)."""
         self.start_at = soft_signal_rw(float, 0.0, units="s", setter=self._set_start_at)
         """When the next snap may start exposing (epoch s): a trigger sent ahead of time
         starts its exposure then, on the core's thread. Used once; 0 = at once."""
@@ -142,6 +150,39 @@ class Camera(StandardDetector):
         if n < 0:
             raise ValueError(f"{self.name or 'camera'}.sequence={n} must be >= 0 frames")
         await self._acquire.feed.arm(int(n))
+
+    def sequenceable(self, presets: Sequence[str]) -> bool:
+        """Whether a burst can switch between ``presets`` inside one camera sequence."""
+        if len(presets) < 2:
+            return True
+        return self._program(presets) is not None
+
+    def _program(self, presets: Sequence[str]) -> Program | None:
+        core = self._worker.core
+
+        def query() -> Program | None:
+            group = core.getChannelGroup()
+            return channel_program(core, group, presets) if group else None
+
+        return self._worker.call(query)
+
+    async def _set_sequence_channels(self, presets: Sequence[str]) -> None:
+        presets = tuple(str(p) for p in presets)
+        program: Program = {}
+        if len(presets) > 1:
+            core = self._worker.core
+            group = await self._worker.run(core.getChannelGroup)
+            found = None
+            if group:
+                found = await self._worker.run(channel_program, core, group, presets)
+            if found is None:
+                raise ValueError(
+                    f"{self.name or 'camera'}.sequence_channels={list(presets)}: these presets "
+                    "differ in properties the devices cannot sequence; take them step by "
+                    "step (leave sequence_channels empty)"
+                )
+            program = found
+        self._acquire.feed.set_cycle(presets, program)
 
     async def pause(self) -> None:
         """The RunEngine pauses: stop a running burst sequence (its frames are kept)."""

@@ -35,6 +35,10 @@ class LightSetting:
     """Light-source level (device units, usually 0-100); None leaves it as it is."""
     group: str | None = None
     """Config group; None means the channel group of the `ChannelPresets` device."""
+    sequenced: bool = False
+    """Applied by a running hardware sequence (a burst switching channels inside the
+    camera sequence): the device records the preset for the frame's event and changes
+    nothing."""
 
     @classmethod
     def coerce(cls, value: Any) -> LightSetting:
@@ -274,6 +278,11 @@ class ChannelPresets(CoreDevice, Movable[Any]):
 
     async def _set(self, setting: LightSetting) -> None:
         self._require_connected()
+        if setting.sequenced:  # the devices switch on the camera's trigger: only say so
+            self._changes += 1
+            self._known_config = setting.config
+            self._set_config(setting.config)
+            return
         if self.mocked:
             power = setting.power if setting.power is not None else math.nan
             self._show(setting.config, float(power))

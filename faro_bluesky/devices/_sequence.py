@@ -16,6 +16,14 @@ still missing. So no frame is taken twice or lost, and none is taken while pause
 The camera runs in chunks of at most ~256 MB of frames: a camera faster than the
 triggers can only get one chunk ahead. (Micro-Manager's sequence buffer overwrites its
 oldest frames when full: one unbounded sequence would silently lose frames.)
+
+A burst may cycle through several channel presets inside the sequence when every
+property that differs between them is sequenceable (`channel_program`, the check
+pymmcore-plus's MDA engine makes): each hardware start loads, for the frames of its
+chunk, the property values of each frame's preset (starting at the right phase after a
+pause) and starts those property sequences with the camera, so the devices switch on
+the camera's trigger and no frame waits for a preset round trip
+(docs/decisions/0060-channels-inside-camera-sequences.md).
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -34,6 +43,36 @@ logger = logging.getLogger(__name__)
 
 _POP_WAIT_S = 0.002  # one worker call waits this long for the next frame before yielding
 _CHUNK_BYTES = 256e6  # frames one hardware sequence may take ahead of the triggers
+
+
+Program = dict[tuple[str, str], list[str]]
+"""``{(device, property): [value for each preset of the cycle]}``: what a sequence loads."""
+
+
+def channel_program(core: Any, group: str, presets: Sequence[str]) -> Program | None:
+    """What switching ``presets`` in turn inside a camera sequence loads (core thread).
+
+    The properties whose values differ between the presets, each with its value per
+    preset; None if one of them is not sequenceable (then the presets can only be
+    switched between snaps). Properties equal in all presets stay as the first preset
+    set them.
+    """
+    settings = []
+    for preset in presets:
+        data = core.getConfigData(group, preset)
+        settings.append({(dev, prop): str(value) for dev, prop, value in data})
+    keys = set().union(*settings) if settings else set()
+    program: Program = {}
+    for key in sorted(keys):
+        values = [s.get(key) for s in settings]
+        if any(v is None for v in values):
+            return None  # a preset leaves this property alone: no defined value per frame
+        if len(set(values)) == 1:
+            continue
+        if not core.isPropertySequenceable(*key):
+            return None
+        program[key] = [str(v) for v in values]
+    return program
 
 
 def frame_meta(core: Any) -> dict[str, Any]:
@@ -61,6 +100,17 @@ class SequenceFeed:
         self._resumed.set()
         self.starts = 0
         """How many times the camera sequence was started (1 + one per pause inside)."""
+        self.cycle: tuple[str, ...] = ()
+        """Presets the burst's frames take in turn inside the sequence (empty: the
+        current preset for every frame)."""
+        self._program: Program = {}
+        self._total = 0  # frames of the armed burst
+        self._popped = 0  # of those, frames read out so far (in order)
+
+    def set_cycle(self, presets: Sequence[str], program: Program) -> None:
+        """Frames of the next bursts cycle through ``presets`` (`channel_program`)."""
+        self.cycle = tuple(presets)
+        self._program = dict(program) if len(self.cycle) > 1 else {}
 
     # ------------------------------------------------------------------ control
     async def arm(self, n: int) -> None:
@@ -68,7 +118,8 @@ class SequenceFeed:
         if n < 0:
             raise ValueError(f"sequence length {n} must be >= 0")
         await self.disarm()
-        self.armed = self._to_acquire = self._to_start = n
+        self.armed = self._to_acquire = self._to_start = self._total = n
+        self._popped = 0
 
     async def disarm(self) -> None:
         """Stop the sequence; frames read out and not taken by a trigger are dropped."""
@@ -124,7 +175,18 @@ class SequenceFeed:
         image = np.array(core.popNextImage(), copy=True)
         self._to_acquire -= 1
         self._in_chunk -= 1
-        return image, frame_meta(core)
+        meta = frame_meta(core)
+        if self._program:  # the preset the sequence gave this frame, not the core's cache
+            meta["channel"] = self.cycle[self._popped % len(self.cycle)]
+            if self._in_chunk <= 0:  # the chunk's last frame: its devices stop stepping
+                self._stop_program()
+        self._popped += 1
+        return image, meta
+
+    def _stop_program(self) -> None:
+        core = self._worker.core
+        for dev, prop in self._program:
+            core.stopPropertySequence(dev, prop)
 
     def _still_running(self) -> bool:
         core = self._worker.core
@@ -138,6 +200,16 @@ class SequenceFeed:
             core = self._worker.core
             frame_bytes = max(1, core.getImageBufferSize())
             n = int(min(self._to_start, max(1, _CHUNK_BYTES // frame_bytes)))
+            if self._program:
+                first = self._total - self._to_start  # the burst's frame this chunk begins at
+                c = len(self.cycle)
+                for dev, prop in self._program:
+                    n = min(n, core.getPropertySequenceMaxLength(dev, prop))
+                for (dev, prop), values in self._program.items():
+                    core.loadPropertySequence(
+                        dev, prop, [values[(first + i) % c] for i in range(n)]
+                    )
+                    core.startPropertySequence(dev, prop)
             core.startSequenceAcquisition(n, 0.0, True)
             return n
 
@@ -155,6 +227,7 @@ class SequenceFeed:
         def stop_and_drain() -> list[tuple[np.ndarray, dict[str, Any]]]:
             core = self._worker.core
             core.stopSequenceAcquisition()
+            self._stop_program()
             drained = []
             while core.getRemainingImageCount():
                 frame = self._pop(0.0)

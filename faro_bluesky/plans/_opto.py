@@ -375,21 +375,38 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
             late = 0.0  # s later visits move because a wait began late (waits are real)
             ended: list[float] = []  # real end of visit i (visits run in index order)
             burst_end = 0  # visits before this index are frames of an armed camera sequence
+            switching = False  # that sequence switches the channels itself (several presets)
+            can_sequence = _sequenceable_presets(scope.camera)
             misses = 0  # visits missed in a row (a device failed even after its retries)
             while (v := self._next_visit(ctx)) is not None:
                 yield Msg("checkpoint")
-                if self.visits_done >= burst_end:
-                    n = burst_at(self._schedule, self.visits_done) if self._schedule else 0
+                in_burst = self.visits_done < burst_end  # a later visit of an armed burst
+                if not in_burst:
+                    if switching:  # the sequence left the light path at its last preset
+                        applied.pop("channel", None)
+                        switching = False
+                    n = 0
+                    if self._schedule:
+                        n = burst_at(self._schedule, self.visits_done, can_sequence)
                     if n > 1:  # one camera sequence for the whole burst (interval 0)
+                        presets = tuple(c.config for c in v.channels)
+                        cycle = presets if len(presets) > 1 else ()
+                        yield from move(scope.camera.sequence_channels, cycle, clock=clock)
                         yield from move(scope.camera.sequence, n * len(v.channels), clock=clock)
                         burst_end = self.visits_done + n
+                        switching = bool(cycle)
 
                 deadline: Callable[[], float] = time.time  # until the visit has one
                 try:
                     # stage and first preset go to the visit while it is not yet due, so
                     # its first exposure starts on time (the lag is the exposure's)
                     yield from prepare_visit(
-                        scope, v, stim_mode=self.stim_mode, clock=clock, applied=applied
+                        scope,
+                        v,
+                        stim_mode=self.stim_mode,
+                        clock=clock,
+                        applied=applied,
+                        sequenced=switching and in_burst,
                     )
                     if t0 is None:
                         t0 = time.time() - (clock.consume()[0] if shift else 0.0)
@@ -419,6 +436,7 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
                         clock=clock,
                         applied=applied,
                         light=light,
+                        sequenced=switching,
                     )
                 except DeviceFault as fault:
                     misses += 1
@@ -444,6 +462,18 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
             # analyzer ignores a document it has just seen).
             plan = bpp.subs_wrapper(plan, {"all": [analyzer]})
         return (yield from plan)
+
+
+def _sequenceable_presets(camera: Any) -> Callable[[tuple[str, ...]], bool]:
+    """`Camera.sequenceable`, asked once per set of presets (it queries the core)."""
+    known: dict[tuple[str, ...], bool] = {}
+
+    def can_sequence(presets: tuple[str, ...]) -> bool:
+        if presets not in known:
+            known[presets] = bool(camera.sequenceable(presets))
+        return known[presets]
+
+    return can_sequence
 
 
 def _run_decorator(md: dict[str, Any], reason: Callable[[], str | None]) -> Any:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import bluesky.plan_stubs as bps
@@ -258,11 +259,14 @@ def acquire(
     stream: str = Stream.PRIMARY,
     clock: PauseClock | None = None,
     applied: dict[str, Any] | None = None,
+    sequenced: bool = False,
 ) -> MsgGenerator[list[dict[str, Any]]]:
     """Take one frame per channel setting (preset, exposure, power), one event each.
 
     Presets are applied only when they change (see `set_channel`). ``readables`` (stage,
-    visit tag, ...) are read with every frame, in stream ``stream``.
+    visit tag, ...) are read with every frame, in stream ``stream``. ``sequenced``: the
+    frames come from a camera sequence that switches the presets itself
+    (`Camera.sequence_channels`); the channel device only records each frame's preset.
 
     Yields
     ------
@@ -278,9 +282,16 @@ def acquire(
     """
     out = []
     for c, setting in enumerate(settings):
-        yield from set_channel(channel, setting, clock=clock, applied=applied)
         if tag is not None:
             tag.frame_kind(kind, c, len(settings))
+        if sequenced:
+            # a camera sequence switched the preset; the channel records it once the frame
+            # is taken (a pause during the trigger cannot leave an older reading behind)
+            yield from trigger_complete([camera, *readables])
+            yield from move(channel, replace(LightSetting.coerce(setting), sequenced=True))
+            out.append((yield from read_event([camera, *readables], stream)))
+            continue
+        yield from set_channel(channel, setting, clock=clock, applied=applied)
         out.append(
             (yield from trigger_and_read_complete([camera, *readables], stream, clock=clock))
         )

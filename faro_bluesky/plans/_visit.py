@@ -44,6 +44,7 @@ def visit(
     clock: PauseClock | None = None,
     applied: dict[str, Any] | None = None,
     light: PatternedLight | None = None,
+    sequenced: bool = False,
 ) -> MsgGenerator[None]:
     """One visit of FOV ``v.p`` at timepoint ``v.t``: move, image, stimulate, reference.
 
@@ -105,7 +106,9 @@ def visit(
 
     if v.stim and stim_mode == "previous" and mask_t is not None:
         yield from _stim(mask_t)
-    yield from acquire(scope.camera, scope.channel, v.channels, kind=FrameKind.IMAGE, **common)
+    yield from acquire(
+        scope.camera, scope.channel, v.channels, kind=FrameKind.IMAGE, sequenced=sequenced, **common
+    )
     if v.ref:
         yield from acquire(scope.camera, scope.channel, v.ref_channels, kind="ref", **common)
     if v.stim and stim_mode == "current":
@@ -121,16 +124,18 @@ def prepare_visit(
     stim_mode: str = "current",
     clock: PauseClock | None = None,
     applied: dict[str, Any],
+    sequenced: bool = False,
 ) -> MsgGenerator[None]:
     """Move the stage to visit ``v``'s FOV and apply its first imaging preset.
 
     Done before the visit is due, so that its first exposure starts on schedule. In
     ``"previous"`` mode a stimulating visit begins with the stimulation, whose channel is
     set with the DMD pattern, so only the stage moves then. ``applied`` is shared with
-    `visit`, which then skips what is already in place.
+    `visit`, which then skips what is already in place. ``sequenced``: a running camera
+    sequence switches the presets (a later visit of a multi-channel burst): none is set.
     """
     if applied.get("xy") != v.xy:
         yield from move(microscope.stage, v.xy, clock=clock)
         applied["xy"] = v.xy
-    if v.channels and not (v.stim and stim_mode == "previous"):
+    if v.channels and not sequenced and not (v.stim and stim_mode == "previous"):
         yield from set_channel(microscope.channel, v.channels[0], clock=clock, applied=applied)

@@ -184,12 +184,57 @@ class SimZStage(StageDevice):
 
 
 class SimFilter(StateDevice):
-    """Filter cube / light path; its label selects what the camera sees."""
+    """Filter cube / light path; its label selects what the camera sees.
 
-    def __init__(self, world: SimWorld) -> None:
+    Its ``Label`` is sequenceable (up to `SEQUENCE_MAX` labels; unless
+    ``sequenceable=False``): a loaded and started
+    sequence steps on every exposure, as a light path switched by the camera's trigger
+    out does, so channel switches can happen inside a camera sequence (pymmcore-plus's
+    MDA engine and our bursts check `isPropertySequenceable` the same way).
+    """
+
+    SEQUENCE_MAX = 100_000
+
+    def __init__(self, world: SimWorld, *, sequenceable: bool = True) -> None:
         self._world = world
         self._labels = list(LIGHT_FOR_FILTER)
+        self._loaded: list[str] = []
+        self._sequenceable = sequenceable
         super().__init__(dict(enumerate(self._labels)))
+
+    def register_standard_properties(self) -> None:
+        """State as usual; Label sequenceable (the configs of the channel group set it)."""
+        super().register_standard_properties()
+        if not self._sequenceable:
+            return
+        info = self.get_property_info(Keyword.Label.value)
+        cls = type(self)
+        self.register_property(
+            name=Keyword.Label.value,
+            default_value=info.default_value,
+            allowed_values=info.allowed_values,
+            getter=cls._get_current_label,
+            setter=cls._set_current_label,
+            sequence_max_length=self.SEQUENCE_MAX,
+            sequence_loader=cls._load_labels,
+            sequence_starter=cls._start_labels,
+            sequence_stopper=cls._stop_labels,
+        )
+
+    def _load_labels(self, labels: list[str]) -> None:
+        self._loaded = [str(label) for label in labels]
+
+    def _start_labels(self) -> None:
+        self._world.optics.sequence_step = 0
+        self._world.optics.filter_sequence = list(self._loaded)
+
+    def _stop_labels(self) -> None:
+        """Stop stepping; the filter stays where the sequence left it.
+
+        No property event, as a triggered device reports none for its steps; ``State``
+        and ``Label`` read the filter itself, so the next preset really moves it.
+        """
+        self._world.optics.filter_sequence = []
 
     def get_state(self) -> int:
         """Current position."""

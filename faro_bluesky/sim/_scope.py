@@ -60,6 +60,10 @@ class SimOptions:
     """XY speed."""
     focus_limits: tuple[float, float] = (-500.0, 500.0)
     """Focus travel."""
+    sequenceable_filter: bool = True
+    """The filter's ``Label`` switches on the camera's trigger (a sequenceable property):
+    bursts then switch channels inside the camera sequence. False: a filter that only
+    moves on command, so several channels go step by step."""
     second_slm: bool = False
     """Load a second SLM (label ``SLM2``, an 8-bit amplitude LCoS) on a second arm of the
     Cyan light path: ``scope.patterned_lights["slm2"]``."""
@@ -115,7 +119,7 @@ def sim_core(world: SimWorld, options: SimOptions) -> UniMMCore:
     core.loadPyDevice("Camera", SimCamera(world, options.exposure_limits_ms))
     core.loadPyDevice("XY", SimXYStage(world, options.stage_limits, options.stage_speed_um_s))
     core.loadPyDevice("Z", SimZStage(world, options.focus_limits))
-    core.loadPyDevice("Filter", SimFilter(world))
+    core.loadPyDevice("Filter", SimFilter(world, sequenceable=options.sequenceable_filter))
     core.loadPyDevice("LED", SimLED(world))
     core.loadPyDevice("Shutter", SimShutter(world))
     core.loadPyDevice("DMD", SimSLM(world))

@@ -64,6 +64,18 @@ class Optics:
     )
     shutter_open: bool = False
     dmd_image: NDArray[np.uint8] | None = None
+    filter_sequence: list[str] = field(default_factory=list)
+    """A started, hardware-triggered filter sequence: each exposure takes the next label
+    (the filter wheel steps on the camera's trigger out, as TTL-sequenced light paths
+    do); empty when none runs."""
+    sequence_step: int = 0
+
+    def next_exposure(self) -> None:
+        """An exposure begins: a running filter sequence moves to its next label."""
+        if self.filter_sequence:
+            seq = self.filter_sequence
+            self.filter = seq[self.sequence_step % len(seq)]  # a device repeats its sequence
+            self.sequence_step += 1
 
 
 @dataclass
@@ -220,6 +232,7 @@ class SimWorld:
             ):
                 f.camera_fail_frames.discard(n)
                 raise SimulatedFault(f"simulated camera failure at frame {n}")
+            self.optics.next_exposure()
             frame = self._expose(exposure_ms)
         if self.recorded is not None:
             self.recorded.append(frame.copy())

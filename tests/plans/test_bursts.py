@@ -7,10 +7,11 @@ import os
 import signal
 import threading
 
+import bluesky.plan_stubs as bps
 import numpy as np
 import pytest
 import zarr
-from bluesky.utils import RunEngineInterrupted
+from bluesky.utils import FailedStatus, RunEngineInterrupted
 
 from faro_bluesky.plans import Channel, Phase, optogenetic_plan, wait
 from faro_bluesky.plans._bursts import burst_at
@@ -49,6 +50,104 @@ def test_which_visits_form_a_burst():
         assert runs == expected, phases
     sched = schedule(fovs[:1], [BURST.replace(stim_channels=[Channel("Cyan", 5)], stim_frames=5)])
     assert burst_at(sched, 0) == 5  # frames 0-4; frame 5 stimulates
+
+
+def test_several_channels_burst_only_when_the_devices_can_switch_them_in_the_sequence():
+    fov = [(0.0, 0.0)]
+    yes, no = (lambda presets: True), (lambda presets: False)
+    two = [Channel("miRFP", 5), Channel("ERKKTR", 5)]
+    assert burst_at(schedule(fov, [BURST.replace(channels=two)]), 0, yes) == N
+    assert burst_at(schedule(fov, [BURST.replace(channels=two)]), 0, no) == 0
+    slow = [Channel("miRFP", 5), Channel("ERKKTR", 50)]  # the camera cannot sequence exposure
+    assert burst_at(schedule(fov, [BURST.replace(channels=slow)]), 0, yes) == 0
+    powered = [Channel("miRFP", 5, 20), Channel("ERKKTR", 5)]  # a power is one more set
+    assert burst_at(schedule(fov, [BURST.replace(channels=powered)]), 0, yes) == 0
+
+
+BRIGHT, DIM = Channel("BF", 5), Channel("miRFP", 5)  # transmitted light is far brighter
+
+
+def assert_each_frame_is_its_channel(events, frames):
+    """A frame's event names the preset its pixels were really taken with."""
+    means = {"BF": [], "miRFP": []}
+    for e, f in zip(events, frames, strict=True):
+        means[e["data"]["channel-config"]].append(float(f.mean()))
+    assert means["BF"] and means["miRFP"]
+    assert min(means["BF"]) > 2 * max(means["miRFP"])
+
+
+def test_two_channels_switch_inside_one_camera_sequence(RE, docs, scope):
+    scope.sim.world.record_frames()
+    n = 8
+    phases = [
+        Phase("burst", interval=0, n_frames=n, channels=[BRIGHT, DIM]),
+        Phase("after", interval=0, n_frames=1, channels=[DIM, BRIGHT]),  # step by step
+    ]
+    result = RE(optogenetic_plan([(0, 0)], phases, microscope=scope, analyzer=None))
+    assert result.exit_status == "success"
+    events = primary(docs)
+    assert [e["data"]["channel-config"] for e in events] == ["BF", "miRFP"] * n + [
+        "miRFP",
+        "BF",
+    ]
+    assert [e["data"]["visit-c"] for e in events[: 2 * n]] == [0, 1] * n
+    assert scope.camera._acquire.feed.starts == 1  # one sequence, no snap between frames
+    frames = stored(docs)
+    np.testing.assert_array_equal(frames, np.stack(scope.sim.world.recorded))
+    # the frames after the burst really are in their presets: the sequence left no state
+    assert_each_frame_is_its_channel(events, frames)
+    assert scope.sim.world.optics.filter_sequence == []
+
+
+@pytest.mark.parametrize("defer", [True, False], ids=["deferred", "immediate"])
+def test_pause_in_a_two_channel_burst_resumes_at_the_right_channel(RE, docs, scope, defer):
+    scope.sim.world.record_frames()
+    n, fired = 12, []
+
+    def cb(name, doc):
+        if name == "event" and doc["seq_num"] == 7 and not fired:  # mid-cycle: channel 0 next
+            fired.append(True)
+            threading.Thread(target=RE.request_pause, kwargs={"defer": defer}).start()
+
+    RE.subscribe(cb)
+    phase = Phase("burst", interval=0, n_frames=n, channels=[BRIGHT, DIM])
+    with pytest.raises(RunEngineInterrupted):
+        RE(optogenetic_plan([(0, 0)], [phase], microscope=scope, analyzer=None))
+    assert not scope.core.isSequenceRunning()
+    assert scope.sim.world.optics.filter_sequence == []  # the filter stops stepping too
+    assert RE.resume().exit_status == "success"
+    events = primary(docs)
+    assert [e["seq_num"] for e in events] == list(range(1, 2 * n + 1))
+    assert [e["data"]["channel-config"] for e in events] == ["BF", "miRFP"] * n
+    frames = stored(docs)
+    recorded = scope.sim.world.recorded
+    where = [next(j for j, r in enumerate(recorded) if np.array_equal(r, f)) for f in frames]
+    assert where == sorted(set(where))  # real exposures, once, in order
+    assert_each_frame_is_its_channel(events, frames)
+
+
+def test_channels_the_devices_cannot_sequence_go_step_by_step(RE, docs, tmp_path):
+    from faro_bluesky.sim import sim_microscope
+
+    scope = sim_microscope(
+        seed=1, data_dir=tmp_path / "d", image_shape=(128, 128), sequenceable_filter=False
+    )
+    try:
+        assert not scope.camera.sequenceable(("BF", "miRFP"))
+        with pytest.raises(FailedStatus) as failed:
+            RE(bps.mv(scope.camera.sequence_channels, ["BF", "miRFP"]))
+        error = failed.value.__cause__
+        assert isinstance(error, ValueError), error
+        assert "camera.sequence_channels=['BF', 'miRFP']" in str(error)
+        assert "step by step" in str(error)
+        phase = Phase("burst", interval=0, n_frames=4, channels=[BRIGHT, DIM])
+        assert RE(optogenetic_plan([(0, 0)], [phase], microscope=scope)).exit_status == "success"
+        events = primary(docs)
+        assert [e["data"]["channel-config"] for e in events] == ["BF", "miRFP"] * 4
+        assert scope.camera._acquire.feed.starts == 0  # snaps, no sequence
+        assert_each_frame_is_its_channel(events, stored(docs))
+    finally:
+        scope.close()
 
 
 def test_an_interval_zero_phase_runs_as_one_camera_sequence(RE, docs, scope):
@@ -96,7 +195,7 @@ def test_pause_in_a_burst_keeps_every_frame_once(RE, docs, calibrated_scope, def
 SCRIPT = """
 import json, sys
 from bluesky import RunEngine
-from bluesky.utils import RunEngineInterrupted
+from bluesky.utils import FailedStatus, RunEngineInterrupted
 from faro_bluesky.plans import Channel, Phase, optogenetic_plan
 from faro_bluesky.sim import sim_microscope
 
