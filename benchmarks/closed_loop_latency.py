@@ -2,16 +2,28 @@
 
 Everything is measured from the run's documents (`faro_bluesky.storage.run_timing`), as a
 user would measure a stored run: each frame's exposure start/end (``camera-timing``), the
-visit's scheduled start, the mask event's timestamp (mask ready) and the DMD reading's
-timestamp (pattern shown). Prints, per stage, p50/p95/p99/max:
+visit's scheduled start, the mask event (its timestamp: the plan has the mask; its
+``mask-pixels_at``, ``mask-labels_at`` and ``mask-compute_ms``, which the analyzer hands
+over with the mask) and the DMD reading's timestamp (pattern shown). Prints, per stage,
+p50/p95/p99/max and the machine's load average (before -> after the run):
 
 - lag: scheduled start -> the visit's first exposure starts;
-- pixels_to_mask: the source frame's exposure end -> its mask is ready (the plan has it);
-- mask_to_dmd: -> the pattern is shown on the DMD;
-- dmd_to_stim: -> the stimulation exposure starts;
-- total: exposure end -> stim exposure start;
-- framework: total minus the analyzer's own time from the complete stack to the mask
-  (``mask_ms`` of its summaries): what the plan, devices and documents cost.
+- pixels: the source frame's (the visit's last imaging frame's) exposure end -> the analyzer
+  has the visit's pixels from the camera's memory (readout, the frame's event, the
+  analyzer's intake);
+- labels: -> the stimulator's inputs are ready: segmentation done (it may have started with
+  the first plane, during the second exposure) and, for a stimulator that needs them, the
+  cells tracked;
+- mask: -> the plan has the mask (the stimulator, the hand-off to the RunEngine's loop);
+- dmd: -> the pattern is shown on the DMD;
+- stim: -> the stimulation exposure starts;
+- total: exposure end -> stim exposure start (the sum of the five above);
+- pixels_to_mask: exposure end -> the plan has the mask (pixels + labels + mask);
+- compute: the analysis components' compute in that span (segmentation after the last
+  exposure ended, positions, tracking, the stimulator), from the mask events;
+- framework: total minus compute: what the plan, devices, documents and hand-offs cost.
+
+Whole-field runs have no analyzer: pixels, labels, mask, compute and framework are n/a.
 
 Configuration (issue "Closed loop in 30 ms"): 512x512, current mode, 2 imaging channels of
 20 ms (miRFP, ERKKTR), 50 ms stimulation on every frame, Otsu + ERK-KTR + nearest-neighbour
@@ -40,7 +52,7 @@ from faro_bluesky.analysis import Analyzer
 from faro_bluesky.analysis.components import ErkKtrFeatures, FractionOfCells, OtsuSegmenter
 from faro_bluesky.plans import Channel, Phase, optogenetic_plan
 from faro_bluesky.sim import sim_microscope
-from faro_bluesky.storage import events_table, run_timing
+from faro_bluesky.storage import LATENCY_STAGES, events_table, run_timing
 
 IMAGING = [Channel("miRFP", 20), Channel("ERKKTR", 20)]
 STIM = [Channel("Cyan", 50, power=20)]
@@ -118,19 +130,16 @@ def run(n_fovs: int, timepoints: int, *, whole_field: bool, interval: float = 1.
 
 
 def latency(n_fovs: int, timepoints: int, whole_field: bool) -> None:
-    primary, masks, an, _ = run(n_fovs, timepoints, whole_field=whole_field)
+    """Print lag and every latency stage of one run, all from its documents."""
+    before = load()
+    primary, masks, _, _ = run(n_fovs, timepoints, whole_field=whole_field)
     timing = run_timing(primary, masks)
     lat = timing.latency
     label = "whole field" if whole_field else "closed loop"
-    print(f"{label}, {n_fovs} FOV(s), {timepoints} timepoints ({load()})")
-    print(f"  lag             {percentiles(timing.lag['lag_ms'])}")
-    for stage in ("pixels_to_mask", "mask_to_dmd", "dmd_to_stim", "total"):
+    print(f"{label}, {n_fovs} FOV(s), {timepoints} timepoints ({before} -> {load()})")
+    print(f"  {'lag':<15} {percentiles(timing.lag['lag_ms'])}")
+    for stage in LATENCY_STAGES:
         print(f"  {stage:<15} {percentiles(lat[stage])}")
-    if an is not None:
-        mask_ms = {(s.fov, s.t): s.mask_ms for s in an.summaries}
-        analysis = lat.apply(lambda r: mask_ms.get((r["p"], r["t"]), np.nan), axis=1)
-        print(f"  analyzer        {percentiles(analysis)}")
-        print(f"  framework       {percentiles(lat['total'] - analysis)}")
 
 
 def throughput(n_fovs: int, min_visits: int = 40) -> None:

@@ -14,7 +14,8 @@ thread); the work is done by its parts (docs/decisions/0050-analyzer-split.md):
 `VisitPipeline` (per FOV: executor jobs and back-pressure, ordering, tracking, the mask
 and the hold after it; the latency path of docs/decisions/0030), `Completion` (after the
 mask: labels, tracks, reference features, summaries) and `AnalysisRun` (one run's state).
-It plays every role of the analyzer contract (`faro_bluesky.schema.ClosedLoopAnalyzer`).
+It plays every role of the analyzer contract (`faro_bluesky.schema.ClosedLoopAnalyzer`),
+and `MaskTiming`: each mask's times go into the plan's ``mask`` events.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from ..schema import MaskTimes
 from ._board import MaskBoard
 from ._cluster import executor_for
 from ._completion import Completion
@@ -234,6 +236,13 @@ class Analyzer:
     async def get_mask(self, fov: int, t: int) -> Mask:
         """The mask computed from frame (fov, t); waits for its analysis (`MaskSource`)."""
         return await self.board.get(fov, t)
+
+    def mask_times(self, fov: int, t: int) -> MaskTimes | None:
+        """When the mask of (fov, t) had its pixels and labels, and its components' compute.
+
+        `MaskTiming`: the plan records them with the mask, in stream ``mask``.
+        """
+        return self.board.times(fov, t)
 
     # --------------------------------------------------------------- results
     def pop_summaries(self) -> list[VisitSummary]:

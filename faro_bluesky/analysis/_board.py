@@ -14,6 +14,7 @@ import contextlib
 import threading
 from collections import defaultdict
 
+from ..schema import MaskTimes
 from ._protocols import Mask
 
 
@@ -27,29 +28,39 @@ _SKIPPED = object()
 class MaskBoard:
     """Thread-safe (fov, t) → mask store with awaitable reads.
 
-    ``keep`` masks per FOV are kept (enough for the previous mode's t-1 and the current t).
+    ``keep`` masks per FOV are kept (enough for the previous mode's t-1 and the current t),
+    each with the `MaskTimes` it was published with (the plan records them with the mask).
     """
 
     def __init__(self, keep: int = 4) -> None:
         self.keep = keep
         self._lock = threading.Lock()
         self._masks: dict[int, dict[int, object]] = defaultdict(dict)
+        self._times: dict[int, dict[int, MaskTimes]] = defaultdict(dict)
         self._waiters: dict[tuple[int, int], list[asyncio.Future]] = defaultdict(list)
 
-    def put(self, fov: int, t: int, mask: Mask) -> None:
-        """Publish the mask of frame (fov, t) and wake its waiters."""
-        self._resolve(fov, t, mask)
+    def put(self, fov: int, t: int, mask: Mask, times: MaskTimes | None = None) -> None:
+        """Publish the mask of frame (fov, t) and wake its waiters.
+
+        ``times`` are known before any waiter wakes, so the plan reads them with the mask.
+        """
+        self._resolve(fov, t, mask, times)
 
     def skip(self, fov: int, t: int) -> None:
         """Say no mask will come for (fov, t): its waiters get `MaskUnavailable` at once."""
         self._resolve(fov, t, _SKIPPED)
 
-    def _resolve(self, fov: int, t: int, value: object) -> None:
+    def _resolve(self, fov: int, t: int, value: object, times: MaskTimes | None = None) -> None:
         with self._lock:
-            per_fov = self._masks[fov]
+            per_fov, times_of = self._masks[fov], self._times[fov]
             per_fov[t] = value
+            if times is not None:
+                times_of[t] = times
+            else:
+                times_of.pop(t, None)
             for old in sorted(per_fov)[: -self.keep]:
                 del per_fov[old]
+                times_of.pop(old, None)
             waiters = self._waiters.pop((fov, t), [])
         for fut in waiters:
             _settle(fut, value)
@@ -62,6 +73,11 @@ class MaskBoard:
         with self._lock:
             value = self._masks.get(fov, {}).get(t)
         return None if value is _SKIPPED else value  # type: ignore[return-value]
+
+    def times(self, fov: int, t: int) -> MaskTimes | None:
+        """The `MaskTimes` the mask of (fov, t) was published with (None: none, or gone)."""
+        with self._lock:
+            return self._times.get(fov, {}).get(t)
 
     async def get(self, fov: int, t: int) -> Mask:
         """Wait for the mask of (fov, t); `MaskUnavailable` if skipped or cancelled."""
@@ -102,6 +118,7 @@ class MaskBoard:
         self.cancel("reset")
         with self._lock:
             self._masks.clear()
+            self._times.clear()
 
     def waiting(self) -> int:
         """How many reads are waiting now."""

@@ -10,6 +10,7 @@ zarr store.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,9 @@ class FrameRef:
     stim: bool
     ref: bool
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    exposure_end: float = math.nan
+    """When its exposure ended (epoch s, ``camera-timing-end``; NaN without it): where
+    the closed loop's latency starts."""
 
 
 @dataclass(frozen=True)
@@ -187,6 +191,7 @@ class DocumentIndex:
             stim=visit.stim,
             ref=visit.ref,
             metadata=visit.metadata,
+            exposure_end=float(data.get(FrameField.TIMING_END, math.nan)),
         )
         if ref.kind == FrameKind.STIM:
             if self._last_mask is not None:

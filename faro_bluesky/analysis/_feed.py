@@ -15,13 +15,21 @@ Analysis thread only.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
 from ..schema import FrameKind
 from ._documents import FrameReader, FrameRef, Stack
-from ._jobs import FrameResult, measure, measure_features, measure_labels, segment
+from ._jobs import (
+    FrameResult,
+    Segmentation,
+    measure,
+    measure_features,
+    measure_labels,
+    segment_early,
+)
 from ._messages import FeaturesMeasured, Key, Measured, Message, Segmented
 from ._protocols import Need
 from ._records import Visit
@@ -73,6 +81,7 @@ class JobFeed:
         early = visit.key in run.early
         try:
             image = self._reader.read_stack(stack)
+            visit.pixels_at = time.time()  # the latency's "pixels" stage ends (MaskTimes)
             info = frame_info(stack, image.shape)
             if not early:
                 now = self._with_features_now(visit)
@@ -109,7 +118,7 @@ class JobFeed:
             return
         try:
             plane = self._reader.read(frame)
-            future = setup.executor.submit(segment, setup.segmenter, plane)
+            future = setup.executor.submit(segment_early, setup.segmenter, plane)
         except Exception:
             return  # the stack's own job reads and segments again (and records a failure)
         run.early[key] = None
@@ -134,7 +143,9 @@ class JobFeed:
         future = run.early.pop(visit.key)
         outcome: FrameResult | BaseException | None = future.exception()
         if outcome is None:
-            labels = future.result()
+            segmentation: Segmentation = future.result()
+            labels = segmentation.labels
+            visit.compute_ms += segmentation.on_path_ms(visit.exposure_end)
             try:
                 if self._with_features_now(visit):
                     job = setup.executor.submit(

@@ -12,6 +12,7 @@ latency path, and `with_features` joins its columns to the tracked rows.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -32,6 +33,7 @@ class FrameResult:
     cells: pd.DataFrame
     extra: dict[str, Labels] = field(default_factory=dict)
     seconds: float = 0.0
+    """The job's compute (segmentation, if it segmented, and measurements)."""
     measured: bool = True
     """Whether ``cells`` has the feature extractor's columns; if not (positions only),
     `measure_features` adds them after the mask."""
@@ -58,8 +60,33 @@ def measure(
 
 
 def segment(segmenter: Segmenter, plane: NDArray) -> Labels:
-    """The label image of one plane: a job of its own when started before the stack is in."""
+    """The label image of one plane."""
     return np.asarray(segmenter.segment(plane))
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """An early segmentation's labels, and when it ran (epoch s, `time.time`).
+
+    It starts while the visit's other planes are being exposed, so only the part of it
+    after the last exposure ended is on the latency path (`on_path_ms`).
+    """
+
+    labels: Labels
+    started: float
+    ended: float
+
+    def on_path_ms(self, exposure_end: float) -> float:
+        """Milliseconds it ran after ``exposure_end`` (all of it if that is NaN)."""
+        since = self.started if math.isnan(exposure_end) else max(self.started, exposure_end)
+        return max(0.0, self.ended - since) * 1000.0
+
+
+def segment_early(segmenter: Segmenter, plane: NDArray) -> Segmentation:
+    """`segment` as a job of its own, started before the stack is in, timed."""
+    started = time.time()
+    labels = segment(segmenter, plane)
+    return Segmentation(labels, started, time.time())
 
 
 def measure_labels(

@@ -148,6 +148,7 @@ class VisitPipeline:
             visit.errors.append(str(self._errors.record(source, outcome, *visit.key)))
         else:
             visit.result = outcome
+            visit.compute_ms += outcome.seconds * 1000.0  # its job started after the pixels
         self._mask_untracked(visit)
 
     def _settle(self, visit: Visit, outcome: FrameResult | BaseException, source: str) -> None:
@@ -182,7 +183,9 @@ class VisitPipeline:
             self._completion.complete(self.run, visit)
             return
         try:
+            started = time.perf_counter()
             visit.cells = track(self._setup.tracker, result.cells, visit.stack.head)
+            visit.compute_ms += (time.perf_counter() - started) * 1000.0
             self.run.recent[fov].append(visit.cells)
         except Exception as exc:
             visit.errors.append(str(self._errors.record("tracking", exc, fov, t)))

@@ -92,7 +92,19 @@ class Visit:
     """The mask published (None if none was)."""
     mask_fraction: float = math.nan
     mask_ms: float = math.nan
+    pixels_at: float = math.nan
+    """`time.time` when its stack's pixels were in hand (`MaskTimes.pixels_at`)."""
+    labels_at: float = math.nan
+    """`time.time` when the stimulator's inputs were ready (`MaskTimes.labels_at`)."""
+    compute_ms: float = 0.0
+    """Components' compute on the latency path so far (`MaskTimes.compute_ms`)."""
     errors: list[str] = field(default_factory=list)
+
+    @property
+    def exposure_end(self) -> float:
+        """When its stack's last exposure ended (epoch s; NaN if the documents lack it)."""
+        ends = [f.exposure_end for f in self.stack.frames if not math.isnan(f.exposure_end)]
+        return max(ends, default=math.nan)
 
     @property
     def key(self) -> tuple[int, int]:

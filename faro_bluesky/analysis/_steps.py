@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..schema import MaskTimes
 from ._board import MaskBoard
 from ._documents import FrameRef
 from ._protocols import Tracker
@@ -47,13 +48,17 @@ def track(tracker: Tracker | None, cells: pd.DataFrame, head: FrameRef) -> pd.Da
 def stimulate(setup: Setup, errors: ErrorLog, visit: Visit, tracks: pd.DataFrame) -> None:
     """Compute the visit's mask and publish it (the end of the latency path).
 
+    Published with its `MaskTimes` (pixels in hand, inputs ready, components' compute),
+    which the plan records with the mask: the latency's stages from the documents alone.
     A stimulator that fails, or returns a mask of the wrong shape, is recorded as the
     visit's error and its mask skipped: the plan fires blank at once instead of waiting.
     """
     fov, t = visit.key
     labels = visit.result.labels
+    visit.labels_at = started = time.time()  # its inputs are ready: the "labels" stage ends
     try:
         mask = setup.stimulator.mask(labels, tracks, visit.image, visit.info)
+        visit.compute_ms += (time.time() - started) * 1000.0
         if mask is None or mask is False:
             mask, fraction = False, 0.0
         elif mask is True:
@@ -70,7 +75,7 @@ def stimulate(setup: Setup, errors: ErrorLog, visit: Visit, tracks: pd.DataFrame
         visit.errors.append(str(errors.record("stimulator", exc, fov, t)))
         skip_mask(setup.board, visit)
         return
-    setup.board.put(fov, t, mask)
+    setup.board.put(fov, t, mask, MaskTimes(visit.pixels_at, visit.labels_at, visit.compute_ms))
     visit.masked, visit.mask, visit.mask_fraction = True, mask, fraction
     visit.mask_ms = (time.monotonic() - visit.arrived) * 1000.0
 

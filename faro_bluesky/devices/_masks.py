@@ -4,12 +4,15 @@ The plan obtains every mask by triggering and reading this device (ARCHITECTURE 
 so the mask that fired is in the documents and the run can be audited and replayed. The
 facet asks a `MaskProvider` (the closed-loop analyzer, or a fixed mask) and waits for it
 on the RunEngine's loop without blocking it; a mask that is late is replaced by a blank one
-and reported as missed.
+and reported as missed. A provider that also plays `MaskTiming` (the analyzer) says when
+the mask's pixels and labels were ready: recorded with it, so the closed loop's latency
+splits into stages from the documents alone (`faro_bluesky.storage.run_timing`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from typing import Protocol, runtime_checkable
 
@@ -23,7 +26,10 @@ from ophyd_async.core import (
     soft_signal_r_and_setter,
 )
 
+from ..schema import MaskTimes, MaskTiming
+
 MaskLike = NDArray | bool | None
+_UNTIMED = MaskTimes()
 
 
 @runtime_checkable
@@ -55,7 +61,9 @@ class MaskFacet(StandardReadable, Movable[tuple[int, int]], Stoppable):
 
     Trigger waits (up to ``timeout`` s) for the provider; read gives ``mask`` (uint8, 0/1,
     camera shape), ``fov``, ``t``, ``missed`` (True when the provider was too late or
-    failed: the mask is then blank) and ``wait_ms`` (how long the plan waited).
+    failed: the mask is then blank), ``wait_ms`` (how long the plan waited) and the
+    provider's `MaskTimes`: ``pixels_at``, ``labels_at`` (epoch s) and ``compute_ms`` (NaN
+    when it missed or the provider does not say).
     """
 
     def __init__(
@@ -67,6 +75,7 @@ class MaskFacet(StandardReadable, Movable[tuple[int, int]], Stoppable):
         name: str = "mask",
     ) -> None:
         self.provider = provider
+        self._timing = provider if isinstance(provider, MaskTiming) else None
         self.camera_shape = tuple(camera_shape)
         self.timeout = timeout
         self._request = (0, 0)
@@ -88,6 +97,15 @@ class MaskFacet(StandardReadable, Movable[tuple[int, int]], Stoppable):
             self.t, self._set_t = soft_signal_r_and_setter(int, -1)
             self.missed, self._set_missed = soft_signal_r_and_setter(bool, False)
             self.wait_ms, self._set_wait_ms = soft_signal_r_and_setter(float, 0.0, units="ms")
+            self.pixels_at, self._set_pixels_at = soft_signal_r_and_setter(
+                float, math.nan, units="s"
+            )
+            self.labels_at, self._set_labels_at = soft_signal_r_and_setter(
+                float, math.nan, units="s"
+            )
+            self.compute_ms, self._set_compute_ms = soft_signal_r_and_setter(
+                float, math.nan, units="ms"
+            )
         super().__init__(name=name)
 
     async def stop(self, success: bool = True) -> None:
@@ -163,3 +181,8 @@ class MaskFacet(StandardReadable, Movable[tuple[int, int]], Stoppable):
             self.fetched += 1
             self.delivered += not missed
         self._set_wait_ms((time.monotonic() - start) * 1000.0)
+        times = None if missed or self._timing is None else self._timing.mask_times(fov, t)
+        times = times if times is not None else _UNTIMED
+        self._set_pixels_at(times.pixels_at)
+        self._set_labels_at(times.labels_at)
+        self._set_compute_ms(times.compute_ms)

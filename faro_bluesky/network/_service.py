@@ -27,6 +27,7 @@ import zmq
 import zmq.asyncio
 
 from ..analysis import Analyzer, MaskBoard
+from ..schema import MaskTimes
 from ._follow import Follower
 from ._gate import FrameGate
 from ._wire import FRAME, HELLO, READY, RUN, decode_frame, encode_mask, facts, pack
@@ -41,8 +42,8 @@ class _RelayBoard(MaskBoard):
         super().__init__()
         self._service = service
 
-    def put(self, fov: int, t: int, mask: Any) -> None:
-        super().put(fov, t, mask)
+    def put(self, fov: int, t: int, mask: Any, times: MaskTimes | None = None) -> None:
+        super().put(fov, t, mask, times)  # the times stay here: the link sends masks only
         self._service._relay(fov, t, mask)
 
     def skip(self, fov: int, t: int) -> None:

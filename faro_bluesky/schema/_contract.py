@@ -7,6 +7,7 @@ a role an object may play, as bluesky's ``Readable``/``Movable`` are roles of a 
 
 - `DocumentSink`: a bluesky callback (the plan subscribes it for its run);
 - `MaskSource`: gives the plan each stimulation mask (`Analyzer`, `RemoteMasks`);
+- `MaskTiming`: says when each mask's inputs were ready (`MaskTimes`, in stream ``mask``);
 - `SummarySource`: per-visit summaries the plan records in stream ``analysis``;
 - `QueueReporter`: queue depths for status displays;
 - `Closable`: says when it no longer analyses (the plan refuses it then);
@@ -25,6 +26,7 @@ analysis (docs/decisions/0050-analyzer-split.md).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -39,6 +41,8 @@ __all__ = [
     "ClosedLoopAnalyzer",
     "DocumentSink",
     "MaskSource",
+    "MaskTimes",
+    "MaskTiming",
     "QueueReporter",
     "Requirements",
     "SummarySource",
@@ -93,6 +97,37 @@ class MaskSource(Protocol):
         May wait (for the frame's analysis): the plan's mask facet applies the timeout and
         cancels the wait on pause. Raise (e.g. `MaskUnavailable`) when none will come.
         """
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class MaskTimes:
+    """When a mask's inputs were ready, as its source saw them (`MaskField` timing fields).
+
+    The plan's documents tell when a frame's exposure ended, when the plan had its mask,
+    when the DMD showed it and when the stimulation started; what happened in between is
+    the analyzer's to tell, and it tells it here, so that a stored run splits its latency
+    into stages (`faro_bluesky.storage.run_timing`) without the analyzer at hand.
+    """
+
+    pixels_at: float = math.nan
+    """The source visit's pixels were in hand (epoch s)."""
+    labels_at: float = math.nan
+    """Its labels (and tracks, if the stimulator needs them) were ready (epoch s)."""
+    compute_ms: float = math.nan
+    """The components' compute between the source's exposure end and the mask (ms)."""
+
+
+@runtime_checkable
+class MaskTiming(Protocol):
+    """A mask source that says when each mask's inputs were ready (optional role).
+
+    The plan's mask facet asks once per mask it got in time and records the answer in
+    stream ``mask``; without this role those fields are NaN.
+    """
+
+    def mask_times(self, fov: int, t: int) -> MaskTimes | None:
+        """The times of the mask of ``(fov, t)`` (None: unknown); any thread, never blocks."""
         ...
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Self
@@ -35,6 +36,11 @@ def _check(
 
 _VISIT_KEYS: Final = frozenset(VisitField)
 _MASK_KEYS: Final = frozenset(MaskField)
+_MASK_OPTIONAL: Final = frozenset(
+    {MaskField.MASK, MaskField.PIXELS_AT, MaskField.LABELS_AT, MaskField.COMPUTE_MS}
+)
+"""The image (see `MaskFields.mask`) and the timing fields: runs recorded before those
+lack them, and still give every latency stage they can (NaN for the analyzer's own)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,17 +113,23 @@ class MaskFields:
     mask: ArrayLike | None
     """As the event holds it (an array live, nested lists from tiled): converting a
     camera-sized mask costs milliseconds, so only readers that need it do. None when the
-    event leaves the image out (an externally stored array is not in event data): the
-    only optional field, which readers that need the image check."""
+    event leaves the image out (an externally stored array is not in event data), which
+    readers that need the image check. The timing fields are optional too (`MaskTimes`)."""
     fov: int
     t: int
     missed: bool
     wait_ms: float
+    pixels_at: float = math.nan
+    """When the analyzer had the source's pixels (epoch s); NaN if not recorded."""
+    labels_at: float = math.nan
+    """When the stimulator's inputs (labels, tracks) were ready (epoch s); NaN if not."""
+    compute_ms: float = math.nan
+    """Components' compute between the source's exposure end and the mask (ms)."""
 
     @classmethod
     def from_event(cls, data: Mapping[str, Any]) -> Self:
         """Parse a ``mask`` event's ``data``; `SchemaError` if a field is missing or unknown."""
-        if not _check(data, f"{MASK}-", "mask", _MASK_KEYS, frozenset({MaskField.MASK})):
+        if not _check(data, f"{MASK}-", "mask", _MASK_KEYS, _MASK_OPTIONAL):
             raise SchemaError(f"mask event has no {MASK}-* field: {sorted(data)}")
         return cls(
             mask=data.get(MaskField.MASK),
@@ -125,4 +137,7 @@ class MaskFields:
             t=int(data[MaskField.T]),
             missed=bool(data[MaskField.MISSED]),
             wait_ms=float(data[MaskField.WAIT_MS]),
+            pixels_at=float(data.get(MaskField.PIXELS_AT, math.nan)),
+            labels_at=float(data.get(MaskField.LABELS_AT, math.nan)),
+            compute_ms=float(data.get(MaskField.COMPUTE_MS, math.nan)),
         )

@@ -113,6 +113,17 @@ class MaskField(StrEnum):
     """True when the mask came too late (or failed) and a blank one fired."""
     WAIT_MS = "mask-wait_ms"
     """How long the plan waited for it (ms)."""
+    PIXELS_AT = "mask-pixels_at"
+    """When the analyzer had the source visit's pixels (epoch s; NaN: the mask source
+    does not say, or the mask missed). With the timing fields below, the closed loop's
+    latency can be split from the documents alone (`MaskTimes`)."""
+    LABELS_AT = "mask-labels_at"
+    """When the stimulator's inputs were ready: the visit segmented and, if the
+    stimulator needs them, its cells tracked (epoch s; NaN as above)."""
+    COMPUTE_MS = "mask-compute_ms"
+    """Time the analysis components (segmentation, measurements before the mask,
+    tracking, the stimulator) computed between the source's exposure end and the mask
+    (ms; NaN as above): the rest of that span is the framework's."""
 
 
 class FrameField(StrEnum):

@@ -20,11 +20,12 @@ from ._replay import databroker_run, replay, timed_documents
 from ._report import write_report
 from ._run import Run
 from ._store import TRACK_COLUMNS, RunStore
-from ._timing import RunTiming, events_table, run_timing
+from ._timing import LATENCY_STAGES, RunTiming, events_table, run_timing
 from ._writer import CatalogWriter
 
 __all__ = [
     "FRAME_COLUMNS",
+    "LATENCY_STAGES",
     "TRACK_COLUMNS",
     "Catalog",
     "CatalogDirectory",

@@ -48,13 +48,15 @@ def _groups(tracks: pd.DataFrame) -> pd.Series:
     return lit.map(lambda v: "stimulated" if v > _LIT else "unstimulated")
 
 
-LATENCY_COLOURS = {"lag": "tab:orange", "total": "tab:purple"}
+LATENCY_COLOURS = {"lag": "tab:orange", "total": "tab:purple", "framework": "tab:grey"}
 
 
 def _latency_panel(ax: Any, run: Run) -> None:
     """Schedule lag per visit and exposure end -> stim exposure per stimulation (ms).
 
-    From the run's documents alone (`Run.timing`), so a stored run shows what it lived.
+    With the framework's share of the latter (minus the analysis components' compute), when
+    the mask events record it. From the run's documents alone (`Run.timing`), so a stored
+    run shows what it lived.
     """
     timing = run.timing()
     lag, latency = timing.lag, timing.latency
@@ -79,6 +81,16 @@ def _latency_panel(ax: Any, run: Run) -> None:
             color=LATENCY_COLOURS["total"],
             label=f"closed loop: exposure end -> stim exposure (p50 {p50:.1f} ms)",
         )
+        framework = latency["framework"]
+        if framework.notna().any():
+            p50 = float(np.nanmedian(framework))
+            ax.plot(
+                latency["t"],
+                framework,
+                "x",
+                color=LATENCY_COLOURS["framework"],
+                label=f"of which the framework (p50 {p50:.1f} ms)",
+            )
     ax.set_ylabel("ms")
     ax.set_xlabel("timepoint t")
     ax.legend(loc="upper right")

@@ -143,7 +143,9 @@ class Run(RunOutputs, FovStores):
         """Schedule lag per visit and closed-loop latency per stimulation (ms).
 
         From the documents alone (exposure times, DMD and mask timestamps recorded in the
-        events); ``run.timing().summary()`` gives p50/p95/p99/max.
+        events, and the analyzer's times in the mask events: the stages of
+        `faro_bluesky.storage.LATENCY_STAGES`); ``run.timing().summary()`` gives
+        p50/p95/p99/max.
         """
         return run_timing(self._events(self.stream), self._events(Stream.MASK))
 

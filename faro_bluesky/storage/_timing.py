@@ -3,8 +3,11 @@
 Every frame's event carries its exposure's start and end (``camera-timing-start``/``-end``),
 the visit's scheduled start (``visit-scheduled``) and the DMD's reading, whose timestamp is
 when its current pattern went up (``dmd-fraction``); every mask event says which frame it
-was computed from (``mask-fov``, ``mask-t``) and, by its timestamp, when it was ready. So a
-stored run, a replay and a live stream of documents give the same tables.
+was computed from (``mask-fov``, ``mask-t``), by its timestamp when the plan had it, and,
+from the analyzer (`faro_bluesky.schema.MaskTimes`), when the source's pixels and labels
+were ready and how long the components computed on the way (``mask-pixels_at``,
+``mask-labels_at``, ``mask-compute_ms``). So a stored run, a replay and a live stream of
+documents give the same tables.
 
 Columns are named as tiled stores events: data keys as they are, their timestamps as
 ``ts_<key>``; `events_table` builds the same from live event documents.
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import pandas as pd
@@ -24,7 +27,38 @@ from ..schema import FrameField, FrameKind, MaskField, VisitField, VisitFields
 START, END, SCHEDULED = FrameField.TIMING_START, FrameField.TIMING_END, VisitField.SCHEDULED
 DMD = FrameField.DMD_FRACTION
 T, P, KIND, C = VisitField.T, VisitField.P, VisitField.KIND, VisitField.C
-LATENCY_STAGES = ("pixels_to_mask", "mask_to_dmd", "dmd_to_stim", "total")
+
+CHAIN: Final = (
+    ("exposure_end", "pixels_ready", "pixels"),
+    ("pixels_ready", "labels_ready", "labels"),
+    ("labels_ready", "mask_ready", "mask"),
+    ("mask_ready", "dmd_shown", "dmd"),
+    ("dmd_shown", "stim_start", "stim"),
+)
+"""The closed loop's consecutive stages: (from, to, stage name); they add up to ``total``.
+
+- ``pixels``: the source frame's exposure end -> the analyzer has the visit's pixels (from
+  the camera's memory): readout, the frame's event, the analyzer's intake;
+- ``labels``: -> segmentation (the rest of it, when it started with an earlier plane) and,
+  if the stimulator needs them, tracking are done: the stimulator's inputs are ready;
+- ``mask``: -> the plan has the mask (the stimulator, the hand-off to the plan's loop);
+- ``dmd``: -> the pattern is shown on the DMD;
+- ``stim``: -> the stimulation exposure starts.
+"""
+LATENCY_STAGES: Final = (
+    *(stage for _, _, stage in CHAIN),
+    "total",
+    "pixels_to_mask",
+    "compute",
+    "framework",
+)
+"""The latency columns (ms) `RunTiming.summary` describes: the `CHAIN` stages; ``total``
+(exposure end -> stim exposure start); ``pixels_to_mask`` (exposure end -> the plan has the
+mask: ``pixels + labels + mask``, also known when the mask source records no times, e.g. a
+remote analyzer or a run recorded before them); ``compute`` (the components' compute in
+that span, from the mask event) and ``framework`` (``total - compute``: plan, devices,
+documents and hand-offs)."""
+_TIMES: Final = ("exposure_end", *(to for _, to, _ in CHAIN))
 
 
 def events_table(events: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
@@ -57,13 +91,14 @@ def lag_table(primary: pd.DataFrame) -> pd.DataFrame:
 def latency_table(primary: pd.DataFrame, masks: pd.DataFrame) -> pd.DataFrame:
     """One row per stimulation frame: from its mask's source exposure to the stim exposure.
 
-    Stages (ms): ``pixels_to_mask`` (source frame's exposure end -> mask ready),
-    ``mask_to_dmd`` (-> pattern shown on the DMD), ``dmd_to_stim`` (-> the stim exposure
-    starts) and ``total``. The source frame is the last imaging frame of the mask's visit.
+    The times (epoch s) of each step of the closed loop, then the `LATENCY_STAGES` (ms).
+    The source frame is the last imaging frame of the mask's visit. A mask that missed (a
+    blank one fired) or whose source gives no `MaskTimes` has NaN for the analyzer's
+    times, and so for ``pixels``, ``labels``, ``mask``, ``compute`` and ``framework``.
     """
-    cols = ["t", "p", "source_t", "exposure_end", "mask_ready", "dmd_shown", "stim_start"]
+    cols = ["t", "p", "source_t", *_TIMES, "compute"]
     if primary.empty or masks.empty or START not in primary:
-        return pd.DataFrame(columns=[*cols, *LATENCY_STAGES])
+        return pd.DataFrame(columns=[*cols[:-1], *LATENCY_STAGES])
     primary = primary.sort_values("seq_num")
     images = primary[primary[KIND] == FrameKind.IMAGE]
     source_end = images.groupby([P, T])[END].max()
@@ -81,16 +116,21 @@ def latency_table(primary: pd.DataFrame, masks: pd.DataFrame) -> pd.DataFrame:
                     "p": int(p),
                     "source_t": src_t,
                     "exposure_end": float(source_end.get((p, src_t), np.nan)),
+                    "pixels_ready": float(mask.get(MaskField.PIXELS_AT, np.nan)),
+                    "labels_ready": float(mask.get(MaskField.LABELS_AT, np.nan)),
                     "mask_ready": float(mask.get(f"ts_{MaskField.MISSED}", mask["time"])),
                     "dmd_shown": float(stim.get(f"ts_{DMD}", np.nan)),
                     "stim_start": float(stim[START]),
+                    "compute": float(mask.get(MaskField.COMPUTE_MS, np.nan)),
                 }
             )
     out = pd.DataFrame(rows, columns=cols)
-    out["pixels_to_mask"] = (out["mask_ready"] - out["exposure_end"]) * 1000.0
-    out["mask_to_dmd"] = (out["dmd_shown"] - out["mask_ready"]) * 1000.0
-    out["dmd_to_stim"] = (out["stim_start"] - out["dmd_shown"]) * 1000.0
+    for before, after, stage in CHAIN:
+        out[stage] = (out[after] - out[before]) * 1000.0
     out["total"] = (out["stim_start"] - out["exposure_end"]) * 1000.0
+    out["pixels_to_mask"] = (out["mask_ready"] - out["exposure_end"]) * 1000.0
+    out["compute"] = out.pop("compute")  # with the stages, in `LATENCY_STAGES` order
+    out["framework"] = out["total"] - out["compute"]
     return out.sort_values(["t", "p"], ignore_index=True)
 
 

@@ -103,11 +103,13 @@ def test_lag_and_latency_come_from_the_documents_alone(closed_loop):
     lat = timing.latency
     assert list(zip(lat["t"], lat["p"], strict=True)) == [(1, 0), (1, 1), (2, 0), (2, 1)]
     assert (lat["source_t"] == lat["t"]).all()  # current mode: this frame's own mask
-    chain = ["exposure_end", "mask_ready", "dmd_shown", "stim_start"]
-    for before, after in itertools.pairwise(chain):
+    chain = ["exposure_end", "pixels_ready", "labels_ready", "mask_ready", "dmd_shown"]
+    for before, after in itertools.pairwise([*chain, "stim_start"]):
         assert (lat[after] >= lat[before]).all(), (before, after)
-    stages = lat[["pixels_to_mask", "mask_to_dmd", "dmd_to_stim"]].sum(axis=1)
+    stages = lat[["pixels", "labels", "mask", "dmd", "stim"]].sum(axis=1)
     np.testing.assert_allclose(stages, lat["total"])
+    np.testing.assert_allclose(lat[["pixels", "labels", "mask"]].sum(axis=1), lat["pixels_to_mask"])
+    assert (lat["compute"] > 0).all() and (lat["framework"] < lat["total"]).all()
     summary = timing.summary()
     assert summary.loc["total", "n"] == 4 and summary.loc["lag", "n"] == 8
 
