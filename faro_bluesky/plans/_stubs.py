@@ -135,41 +135,98 @@ def trigger_complete(devices: Sequence[Any]) -> MsgGenerator[None]:
     themselves go on, so their statuses are waited for: nothing is read half-done and
     nothing is triggered twice.
     """
+    yield from finish_trigger(*(yield from start_trigger(devices)))
+
+
+Triggered = tuple[str, list[tuple[Any, Any]]]
+"""A trigger under way: its wait group and each triggered device with its status."""
+
+
+def start_trigger(devices: Sequence[Any]) -> MsgGenerator[Triggered]:
+    """Trigger the triggerable ``devices`` without waiting (finish with `finish_trigger`).
+
+    The experiment plan saves the previous frame's event while this frame is exposed.
+    """
     group = new_uid()
-    statuses = []
     triggered = []
     for obj in devices:
         if isinstance(obj, Triggerable):
-            triggered.append(obj)
-            statuses.append((yield Msg("trigger", obj, group=group)))
+            triggered.append((obj, (yield Msg("trigger", obj, group=group))))
+    return group, triggered
+
+
+def finish_trigger(group: str, triggered: list[tuple[Any, Any]]) -> MsgGenerator[None]:
+    """Wait for a `start_trigger` until every trigger has really finished (see above)."""
     # a failure is named below, with the device and its error rather than the status object
     with contextlib.suppress(FailedStatus):
         yield Msg("wait", None, group=group)
-    while not all(s.done for s in statuses if s is not None):
+    while not all(s.done for _, s in triggered if s is not None):
         yield Msg("sleep", None, _STATUS_POLL_S)
-    for obj, s in zip(triggered, statuses, strict=True):
+    for obj, s in triggered:
         if s is not None and not s.success:
             error = s.exception()
             raise DeviceFault(getattr(obj, "name", "") or type(obj).__name__, error) from error
 
 
-def read_event(devices: Sequence[Readable], name: str) -> MsgGenerator[dict[str, Any]]:
-    """One event of stream ``name`` with the readings of ``devices``; return them.
+def begin_event(
+    devices: Sequence[Readable], name: str, *, later: Sequence[Readable] = ()
+) -> MsgGenerator[dict[str, Any]]:
+    """Take the readings of one event of stream ``name``; its ``save`` is the caller's.
 
-    A stop or abort thrown in while the readings are taken (after a pause at once cut
-    one short) drops the half-made event, so the run's clean-up (a closing baseline, the
-    stop) can record its own events instead of failing on the open one.
+    The readings (and the camera's stream datum) are fixed here, so the caller may move
+    or trigger devices before it saves: the experiment plan composes a frame's event
+    while the next frame is exposed. A stop or abort thrown in while the readings are
+    taken (after a pause at once cut one short) drops the half-made event, so the run's
+    clean-up (a closing baseline, the stop) can record its own events instead of failing
+    on the open one. Devices in ``later`` are not read here (`OpenEvent.rest`).
     """
     yield Msg("create", None, name=name)
     readings: dict[str, Any] = {}
     try:
         for obj in devices:
-            readings.update((yield Msg("read", obj)))
+            if not any(obj is x for x in later):
+                readings.update((yield Msg("read", obj)))
     except BaseException:
         yield Msg("drop")
         raise
+    return readings
+
+
+def read_event(devices: Sequence[Readable], name: str) -> MsgGenerator[dict[str, Any]]:
+    """One event of stream ``name`` with the readings of ``devices``; return them."""
+    readings = yield from begin_event(devices, name)
     yield Msg("save")
     return readings
+
+
+class OpenEvent:
+    """An event begun and not saved yet: the caller finishes it once its next step is under way.
+
+    `acquire` leaves its last frame's event open in one (``keep_open``): it reads the
+    ``early`` devices (those the caller moves next: the stimulation's preset and
+    pattern) at once and leaves the other readings (camera, stage, timing, tags; none of
+    which the next step changes before its own trigger) and the save to `save`, which
+    the caller runs while the devices move. `save` is a no-op once done, so every path
+    (success, a failure, a stop) can call it.
+    """
+
+    def __init__(self, early: Sequence[Readable] = ()) -> None:
+        self.early = list(early)
+        self.rest: list[Readable] = []
+        self.open = False
+
+    def save(self) -> MsgGenerator[None]:
+        """Take the remaining readings and save the event, if it is still open."""
+        if not self.open:
+            return
+        self.open = False
+        try:
+            for obj in self.rest:
+                yield Msg("read", obj)
+        except BaseException:
+            yield Msg("drop")
+            raise
+        yield Msg("save")
 
 
 def trigger_and_read_complete(
@@ -260,6 +317,7 @@ def acquire(
     clock: PauseClock | None = None,
     applied: dict[str, Any] | None = None,
     sequenced: bool = False,
+    keep_open: OpenEvent | None = None,
 ) -> MsgGenerator[list[dict[str, Any]]]:
     """Take one frame per channel setting (preset, exposure, power), one event each.
 
@@ -267,6 +325,10 @@ def acquire(
     visit tag, ...) are read with every frame, in stream ``stream``. ``sequenced``: the
     frames come from a camera sequence that switches the presets itself
     (`Camera.sequence_channels`); the channel device only records each frame's preset.
+
+    Each frame's event is saved while the next frame is exposed; with ``keep_open`` (an
+    `OpenEvent`) the last one is left open in it for the caller to save once it has
+    started what comes next (the experiment plan: the stimulation's preset and pattern).
 
     Yields
     ------
@@ -280,21 +342,37 @@ def acquire(
         The readings of each frame's event.
 
     """
-    out = []
-    for c, setting in enumerate(settings):
-        if tag is not None:
-            tag.frame_kind(kind, c, len(settings))
-        if sequenced:
-            # a camera sequence switched the preset; the channel records it once the frame
-            # is taken (a pause during the trigger cannot leave an older reading behind)
-            yield from trigger_complete([camera, *readables])
-            yield from move(channel, replace(LightSetting.coerce(setting), sequenced=True))
-            out.append((yield from read_event([camera, *readables], stream)))
-            continue
-        yield from set_channel(channel, setting, clock=clock, applied=applied)
-        out.append(
-            (yield from trigger_and_read_complete([camera, *readables], stream, clock=clock))
-        )
+    out: list[dict[str, Any]] = []
+    devices = [camera, *readables]
+    previous = OpenEvent()  # the previous frame's event: readings taken, save due
+    try:
+        for c, setting in enumerate(settings):
+            if not sequenced:  # after the previous frame's readings: they keep its preset
+                yield from set_channel(channel, setting, clock=clock, applied=applied)
+            if tag is not None:
+                tag.frame_kind(kind, c, len(settings))
+            started = yield from start_trigger(devices)
+            # composed while this frame is exposed, off its critical path
+            yield from previous.save()
+            yield from finish_trigger(*started)
+            if sequenced:
+                # a camera sequence switched the preset; the channel records it once the
+                # frame is taken (a pause during the trigger leaves no older reading)
+                yield from move(channel, replace(LightSetting.coerce(setting), sequenced=True))
+            last = keep_open is not None and c == len(settings) - 1
+            if last:  # what the caller moves next first; the rest when it saves
+                early = [d for d in devices if any(d is e for e in keep_open.early)]
+                previous = keep_open
+                previous.rest = [d for d in devices if not any(d is e for e in early)]
+            else:
+                previous.rest = []
+            out.append((yield from begin_event(devices, stream, later=previous.rest)))
+            previous.open = True
+    except Exception:
+        yield from previous.save()  # a frame taken is never lost: its event goes out first
+        raise
+    if keep_open is None:
+        yield from previous.save()
     return out
 
 
@@ -348,6 +426,7 @@ def stimulate(
     stream: str = Stream.PRIMARY,
     clock: PauseClock | None = None,
     applied: dict[str, Any] | None = None,
+    unsaved: OpenEvent | None = None,
 ) -> MsgGenerator[list[dict[str, Any]]]:
     """Project ``mask`` (camera pixels) with ``light``, expose each stim channel, blank.
 
@@ -355,7 +434,8 @@ def stimulate(
     The camera records each stimulation exposure (the stim readout frame). Without a
     patterned light the stim light is whole-field. A pause blanks the light; the pattern
     is projected again before the exposure that follows, never after it, so light is
-    delivered once.
+    delivered once. ``unsaved``: the last imaging frame's event, read and not saved
+    (`OpenEvent`); it is saved while the pattern and preset go up.
 
     Yields
     ------
@@ -376,6 +456,8 @@ def stimulate(
                 yield Msg("set", light, pattern, group=group)
             if applied is None or applied.get("channel") != target:
                 yield Msg("set", channel, target, group=group)
+            if unsaved is not None:  # the imaging frame's event, saved while they move
+                yield from unsaved.save()
             try:
                 yield Msg("wait", None, group=group)
             except FailedStatus as exc:

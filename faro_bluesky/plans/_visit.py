@@ -17,6 +17,7 @@ from ..schema import FrameKind
 from ._errors import DeviceFault
 from ._schedule import Visit
 from ._stubs import (
+    OpenEvent,
     acquire,
     begin_set_channel,
     end_set_channel,
@@ -76,7 +77,9 @@ def visit(
     common = {"readables": readables, "tag": tag, "clock": clock, "applied": applied}
     state = {"clock": clock, "applied": applied}
 
-    def _stim(source_t: int) -> MsgGenerator[None]:
+    def _stim(source_t: int, unsaved: OpenEvent | None = None) -> MsgGenerator[None]:
+        # ``unsaved``: the last imaging frame's event, read and not saved; it is saved
+        # once the stimulation's devices are moving (off the closed loop's critical path)
         mask: Any = True
         fixed = masks is not None and isinstance(masks.provider, FixedMask)
         if fixed:  # known beforehand: fired at once, fetched (and recorded) after
@@ -84,6 +87,8 @@ def visit(
         elif masks is not None:
             # the stim preset goes up while the analyzer works; only the pattern follows it
             preset = yield from begin_set_channel(scope.channel, v.stim_channels[0], **state)
+            if unsaved is not None:
+                yield from unsaved.save()
             mask = yield from fetch_mask(masks, v.p, source_t, clock=clock, record=False)
             yield from end_set_channel(scope.channel, preset, **state)
 
@@ -97,22 +102,47 @@ def visit(
         # stimulation cut short by a device fault still records the mask it used
         try:
             yield from stimulate(
-                scope.camera, scope.channel, light, mask, v.stim_channels, **common
+                scope.camera,
+                scope.channel,
+                light,
+                mask,
+                v.stim_channels,
+                unsaved=unsaved,
+                **common,
             )
         except DeviceFault:
+            if unsaved is not None:  # (before the mask's own event)
+                yield from unsaved.save()
             yield from record()
             raise
         yield from record()
 
     if v.stim and stim_mode == "previous" and mask_t is not None:
         yield from _stim(mask_t)
-    yield from acquire(
-        scope.camera, scope.channel, v.channels, kind=FrameKind.IMAGE, sequenced=sequenced, **common
-    )
-    if v.ref:
-        yield from acquire(scope.camera, scope.channel, v.ref_channels, kind="ref", **common)
-    if v.stim and stim_mode == "current":
-        yield from _stim(v.t)
+    stim_next = v.stim and stim_mode == "current"
+    # the stimulation moves the channel and the light: the last imaging frame reads them
+    # at once and the rest of its event while they move
+    unsaved = OpenEvent([scope.channel, light]) if stim_next else None
+    try:
+        yield from acquire(
+            scope.camera,
+            scope.channel,
+            v.channels,
+            kind=FrameKind.IMAGE,
+            sequenced=sequenced,
+            keep_open=None if v.ref else unsaved,
+            **common,
+        )
+        if v.ref:
+            yield from acquire(
+                scope.camera, scope.channel, v.ref_channels, kind="ref", keep_open=unsaved, **common
+            )
+        if stim_next:
+            yield from _stim(v.t, unsaved)
+    except Exception:
+        if unsaved is not None:  # a frame taken is never lost, even when the stim fails
+            yield from unsaved.save()
+        raise
     if per_visit:
         yield from trigger_and_read_complete([*per_visit, tag] if tag else per_visit, "per_visit")
 
