@@ -32,7 +32,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -87,8 +87,9 @@ def frame_meta(core: Any) -> dict[str, Any]:
 class SequenceFeed:
     """The armed burst of one camera: frames left, frames already read out, pause state."""
 
-    def __init__(self, worker: CoreWorker) -> None:
+    def __init__(self, worker: CoreWorker, on_expose: Callable[[], None] = lambda: None) -> None:
         self._worker = worker
+        self._on_expose = on_expose  # the camera exposes (a running sequence always does)
         self.armed = 0
         """Frames of the burst that triggers have not taken yet."""
         self._to_acquire = 0  # frames the camera still has to expose
@@ -172,6 +173,7 @@ class SequenceFeed:
                     return None
                 break
             time.sleep(0.0002)
+        self._on_expose()
         image = np.array(core.popNextImage(), copy=True)
         self._to_acquire -= 1
         self._in_chunk -= 1
