@@ -120,9 +120,11 @@ def visit(
     if v.stim and stim_mode == "previous" and mask_t is not None:
         yield from _stim(mask_t)
     stim_next = v.stim and stim_mode == "current"
-    # the stimulation moves the channel and the light: the last imaging frame reads them
-    # at once and the rest of its event while they move
-    unsaved = OpenEvent([scope.channel, light]) if stim_next else None
+    # A fixed mask fires at once: the last imaging frame reads the channel and light (which
+    # the stimulation moves) at once and the rest of its event while they move. An
+    # analyzer's mask starts from that event: it goes out first, the preset follows.
+    fixed = masks is None or isinstance(masks.provider, FixedMask)
+    unsaved = OpenEvent([scope.channel, light]) if stim_next and fixed else None
     try:
         yield from acquire(
             scope.camera,
