@@ -20,7 +20,7 @@ from ._queries import apply, criteria
 from ._recorder import Recorder, Subscription
 from ._recover import ingest_log, recover_runs
 from ._run import Run
-from ._writer import CatalogWriter
+from ._writer_process import catalog_writer
 
 
 class Catalog:
@@ -139,17 +139,21 @@ class Catalog:
         batch_size: int = 1000,
         max_delay: float = 0.5,
         drain_timeout: float = 120.0,
+        process: bool | None = None,
     ) -> Subscription:
         """Record every run of ``RE`` into this catalog, plus a raw document log per run.
 
-        The catalog is written from a background thread (the RunEngine never waits on
-        it, except at each run's stop until that run is written); the raw log is written
-        and flushed per document on the RunEngine's thread.
+        The catalog is written in the background (the RunEngine never waits on it, except
+        at each run's stop until that run is written): by a child process for an embedded
+        SQLite catalog, by a thread otherwise (see `recorder`). The raw log is written and
+        flushed per document on the RunEngine's thread.
 
         :param batch_size: events per catalog write at most (1: one write per event).
         :param max_delay: seconds an event waits at most for its batch; a live reader of
             a running run is this far behind (plus one write).
         :param drain_timeout: the longest a stop waits for the catalog to catch up (s).
+        :param process: write from a child process (None: if the catalog is embedded
+            with SQLite tables).
         """
         current = self._subscriptions.get(id(RE))
         if current is not None and current.active:
@@ -158,7 +162,7 @@ class Catalog:
                 "call .unsubscribe() on the first subscription to re-subscribe"
             )
         recorder = self.recorder(
-            batch_size=batch_size, max_delay=max_delay, drain_timeout=drain_timeout
+            batch_size=batch_size, max_delay=max_delay, drain_timeout=drain_timeout, process=process
         )
         token = RE.subscribe(recorder)
         subscription = Subscription(RE, (token,), recorder)
@@ -166,20 +170,34 @@ class Catalog:
         return subscription
 
     def recorder(
-        self, *, batch_size: int = 1000, max_delay: float = 0.5, drain_timeout: float = 120.0
+        self,
+        *,
+        batch_size: int = 1000,
+        max_delay: float = 0.5,
+        drain_timeout: float = 120.0,
+        process: bool | None = None,
     ) -> Recorder:
         """A ``(name, doc)`` callable that records runs into this catalog (and raw logs).
 
         `subscribe` gives one to a RunEngine; documents composed without one (e.g.
         `reanalyze`) go through it too. Call its ``close()`` when done.
+
+        An embedded SQLite catalog is written by a child process (`ProcessCatalogWriter`,
+        started here so it is ready by the first stop): tiled's server code then runs on
+        another core instead of holding this interpreter (decision 0059). A tiled server
+        is another process already, and DuckDB tables admit one process: those are
+        written by a thread (`CatalogWriter`), as on Windows. ``process`` forces the choice.
         """
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
         readable = None
         if self.directory is not None:
             readable = [Path(p) for p in self.directory.readable_storage]
+        writer = catalog_writer(
+            self.client, self.directory, batch_size=batch_size, max_delay=max_delay, process=process
+        )
         return Recorder(
-            CatalogWriter(self.client, batch_size=batch_size, max_delay=max_delay),
+            writer,
             DocumentLog(self.log_dir) if self.log_dir is not None else None,
             readable,
             drain_timeout,

@@ -11,7 +11,15 @@ One directory holds everything a catalog knows (docs/decisions/0017-embedded-cat
 
 Tables default to SQLite, not DuckDB: DuckDB lets one process at a time open its file
 (measured: a second process gets "Could not set lock on file"), which rules out a
-server, a second IPython or ``faro-bluesky runs`` next to the acquiring session.
+server, a second IPython or ``faro-bluesky runs`` next to the acquiring session, and the
+writer process of the embedded catalog (decision 0059).
+
+Both SQLite files are in WAL mode (`use_wal`): in SQLite's default rollback journal a
+reader holds a lock that makes another process's COMMIT fail at once (tiled's ADBC
+connections have no busy timeout). Measured: reading a run in a loop while the writer
+process appended to it failed 6 reads in 82 and, worse, the writer's COMMIT, which lost
+the rest of the run; in WAL mode readers and the writer never block one another (none
+failed). WAL needs the directory on a local disk (not a network file system).
 
 The embedded catalog is a tiled app called in-process (no socket, no server process);
 `faro-bluesky serve` puts the same app behind uvicorn with an API key.
@@ -20,14 +28,19 @@ The embedded catalog is a tiled app called in-process (no socket, no server proc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
+import logging
+import sqlite3
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 MARKER = "faro-catalog.json"
 CATALOG_DB = "catalog.db"
@@ -120,6 +133,24 @@ class CatalogDirectory:
         if not marker.is_file():
             marker.write_text(json.dumps({"format": "faro-bluesky catalog", "tables": self.tables}))
         init_catalog_database(self.catalog_uri)
+        use_wal(self.catalog_db)
+        if self.tables == "sqlite":  # (tiled opens the file later; an empty one is fine)
+            use_wal(self.root / TABLES["sqlite"])
+
+
+def use_wal(path: Path) -> None:
+    """Put the SQLite database at ``path`` (created if missing) in WAL mode, once for good.
+
+    tiled asks for WAL when it creates its catalog, but inside a transaction, where SQLite
+    ignores the request; its tables file it never asks. A catalog another process holds
+    open may refuse the switch: it is then tried again at the next opening.
+    """
+    try:
+        with contextlib.closing(sqlite3.connect(path, timeout=5.0)) as db:
+            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                db.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.Error as exc:
+        logger.warning("%s stays in rollback-journal mode for now (%s)", path, exc)
 
 
 def init_catalog_database(uri: str) -> bool:

@@ -18,6 +18,7 @@ from ._analysis import AnalysisFollower
 from ._doclog import DocumentLog, RunIndex
 from ._fov_follow import FovViewBuilder
 from ._writer import CatalogWriter
+from ._writer_process import ProcessCatalogWriter
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class Recorder:
     and records the run's analysis streams.
     """
 
-    writer: CatalogWriter
+    writer: CatalogWriter | ProcessCatalogWriter
     log: DocumentLog | None
     readable: list[Path] | None
     drain_timeout: float = 120.0
@@ -98,8 +99,8 @@ class Recorder:
             self._check_readable(doc)
         self.writer.put(name, doc, uid)
         if name == "stop":
-            if not self.writer.flush(self.drain_timeout):
-                logger.warning(
+            if not self.writer.flush(self.drain_timeout) and self.writer.alive:
+                logger.warning(  # (a dead writer said so itself, with the runs it lost)
                     "run %s: the catalog is still writing after %.0f s; it goes on in the "
                     "background",
                     uid,

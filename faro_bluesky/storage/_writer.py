@@ -1,22 +1,27 @@
-"""bluesky-tiled-plugins' `TiledWriter` on its own thread, in batches by count and by time.
+"""bluesky-tiled-plugins' `TiledWriter` in batches by count and by time, on a thread.
 
 Measured here (2 cores, embedded SQLite catalog, 512² frames): with ``batch_size=1`` every
 frame costs the writer two requests, ~55 ms in all, so the writer ingested ~9 frames/s
 and a run could not end before it caught up (a 10 ms-exposure time-lapse paced at ~120 ms
-per frame). Now documents are queued (bounded) and the thread hands them to a
-`TiledWriter` whose events and stream datums are written every ``max_delay`` seconds or
-every ``batch_size`` events, whichever comes first: a live reader sees a running run at
-most ~``max_delay`` behind, and one write request carries hundreds of frames
-(docs/decisions/0023-catalog-batches.md). At a run's stop the caller waits until the run
-is written (`flush`), so ``RE(plan)`` returns with the run complete in the catalog.
+per frame). Now documents are queued (bounded) and handed to a `TiledWriter` whose events
+and stream datums are written every ``max_delay`` seconds or every ``batch_size`` events,
+whichever comes first: a live reader sees a running run at most ~``max_delay`` behind, and
+one write request carries hundreds of frames (docs/decisions/0023-catalog-batches.md). At
+a run's stop the caller waits until the run is written (`flush`), so ``RE(plan)`` returns
+with the run complete in the catalog.
 
 A writer failure never reaches the RunEngine: the rest of that run is not sent to tiled
 (a half-written run must not look complete), the error is logged and kept in `errors`,
 and the run can be rebuilt from its raw document log (`Catalog.recover`).
 
-The same thread keeps each run's phases in its tiled metadata (`_phases`): written with
+The same logic keeps each run's phases in its tiled metadata (`_phases`): written with
 the run's first batch and again with the batch holding a new phase's first frame (a phase
 chosen while running), never between a run's start and its streams.
+
+That logic is `RunBatches`, which owns no thread: `CatalogWriter` drives it from a thread
+of this process (remote servers, DuckDB tables), the writer process drives it in a child
+process for an embedded SQLite catalog, whose tiled server code would otherwise hold our
+interpreter (docs/decisions/0059-catalog-writer-process.md, `_writer_process`).
 """
 
 from __future__ import annotations
@@ -32,7 +37,17 @@ from ._phases import RunPhases, phases_metadata
 
 logger = logging.getLogger(__name__)
 
-_EXIT_FLUSH_S = 30.0  # at interpreter exit, wait this long for queued documents
+EXIT_FLUSH_S = 30.0  # at interpreter exit, wait this long for queued documents
+
+
+def check_writer_arguments(batch_size: int, max_delay: float, max_queued: int) -> None:
+    """Refuse settings no writer can honour (both writers, before any thread or process)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} must be >= 1")
+    if not max_delay > 0:
+        raise ValueError(f"max_delay={max_delay} must be > 0 s")
+    if max_queued < 1:
+        raise ValueError(f"max_queued={max_queued} must be >= 1")
 
 
 def _batching_writer(client: Any, batch_size: int) -> tuple[Any, dict[str, Any]]:
@@ -74,6 +89,96 @@ def _flush_run(run_writer: Any) -> int:
     return n
 
 
+class RunBatches:
+    """Writes documents to tiled in batches; no thread of its own, one caller at a time.
+
+    Whoever drives it owns the clock: `write` per document, `flush` once `due` has passed
+    (or to drain), so a thread (`CatalogWriter`) and a process (`_writer_child`) share it.
+
+    :param client: a writable tiled container client (embedded or remote).
+    :param batch_size: events (and frames) per write at most; more are written at once.
+    :param max_delay: seconds a document may wait for its batch.
+    """
+
+    def __init__(self, client: Any, *, batch_size: int, max_delay: float) -> None:
+        self.max_delay = max_delay
+        self._writer, self._runs = _batching_writer(client, batch_size)
+        self._phases = RunPhases()
+        self._new_phases: dict[str, list[str]] = {}  # run uid -> phases not yet recorded
+        self._failed: set[str | None] = set()
+        self.errors: dict[str | None, BaseException] = {}
+        """Run uid -> the exception that stopped its catalog writing."""
+        self.written = 0
+        """Documents handed to tiled so far."""
+        self.due: float | None = None
+        """When (monotonic s) the oldest unwritten cached document must go out, if any."""
+
+    def timeout(self) -> float | None:
+        """Seconds until a batch is due (0 if overdue), None if nothing is cached."""
+        return None if self.due is None else max(0.0, self.due - time.monotonic())
+
+    def write(self, name: str, doc: dict[str, Any], uid: str | None) -> None:
+        """Hand one document of run ``uid`` to tiled (cached until its batch is written)."""
+        if self.due is not None and time.monotonic() >= self.due:
+            self.flush()
+        if uid in self._failed:
+            return
+        if name == "stop":
+            self._record_phases(uid or "")  # while the run is open
+        try:
+            self._writer(name, doc)
+            self.written += 1
+        except Exception as exc:
+            self._fail(uid, name, exc)
+            return
+        changed = self._phases.feed(name, doc)
+        if changed is not None:
+            self._new_phases[changed[0]] = changed[1]
+            self.due = self.due if self.due is not None else time.monotonic() + self.max_delay
+        if name == "stop":
+            self._runs.pop(uid or "", None)
+        elif name in ("event", "event_page", "stream_datum") and self.due is None:
+            self.due = time.monotonic() + self.max_delay
+
+    def flush(self) -> None:
+        """Write every run's cached events, stream datums and new phases now."""
+        self.due = None
+        for uid, run_writer in list(self._runs.items()):
+            if uid in self._failed:
+                continue
+            try:
+                _flush_run(run_writer)
+            except Exception as exc:
+                self._fail(uid, "event", exc)
+                continue
+            self._record_phases(uid)
+
+    def _record_phases(self, uid: str) -> None:
+        """Write run ``uid``'s ``faro.phase_names`` if its phase list changed."""
+        phases = self._new_phases.pop(uid, None)
+        run_writer = self._runs.get(uid)
+        if phases is None or run_writer is None or run_writer.root_node is None:
+            return
+        try:  # metadata only: the run's data go on being written either way
+            run_writer.root_node.update_metadata(phases_metadata(phases), drop_revision=True)
+        except Exception as exc:
+            logger.warning("run %s: could not record its phases %s: %s", uid, phases, exc)
+
+    def _fail(self, uid: str | None, name: str, exc: BaseException) -> None:
+        self._failed.add(uid)
+        self._runs.pop(uid or "", None)
+        self._new_phases.pop(uid or "", None)
+        self.errors[uid] = exc
+        logger.error(
+            "writing a %r document of run %s to the catalog failed (%s); the rest of this "
+            "run goes to its raw document log only (rebuild it with catalog.recover())",
+            name,
+            uid,
+            exc,
+            exc_info=exc,
+        )
+
+
 class CatalogWriter:
     """Writes documents to a tiled catalog from a background thread, in order, in batches.
 
@@ -93,28 +198,31 @@ class CatalogWriter:
         max_delay: float = 0.5,
         max_queued: int = 20_000,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size={batch_size} must be >= 1")
-        if not max_delay > 0:
-            raise ValueError(f"max_delay={max_delay} must be > 0 s")
-        if max_queued < 1:
-            raise ValueError(f"max_queued={max_queued} must be >= 1")
+        check_writer_arguments(batch_size, max_delay, max_queued)
         self.max_delay = max_delay
-        self._writer, self._runs = _batching_writer(client, batch_size)
-        self._phases = RunPhases()
-        self._new_phases: dict[str, list[str]] = {}  # run uid -> phases not yet recorded
+        self._batches = RunBatches(client, batch_size=batch_size, max_delay=max_delay)
         self._queue: queue.Queue[Any] = queue.Queue(max_queued)
-        self._failed: set[str | None] = set()
-        self.errors: dict[str | None, BaseException] = {}
-        """Run uid -> the exception that stopped its catalog writing."""
         self.backpressure = 0
         """How many documents found the queue full (the RunEngine waited for tiled)."""
-        self.written = 0
-        """Documents handed to tiled so far."""
         self._closed = False
         self._thread = threading.Thread(target=self._work, name="faro-catalog-writer", daemon=True)
         self._thread.start()
-        atexit.register(self.close, _EXIT_FLUSH_S)
+        atexit.register(self.close, EXIT_FLUSH_S)
+
+    @property
+    def errors(self) -> dict[str | None, BaseException]:
+        """Run uid -> the exception that stopped its catalog writing."""
+        return self._batches.errors
+
+    @property
+    def written(self) -> int:
+        """Documents handed to tiled so far."""
+        return self._batches.written
+
+    @property
+    def alive(self) -> bool:
+        """Whether the writing thread runs (False once closed)."""
+        return self._thread.is_alive()
 
     def put(self, name: str, doc: dict[str, Any], uid: str | None) -> None:
         """Queue document ``doc`` of run ``uid`` for writing; returns at once unless full."""
@@ -146,81 +254,21 @@ class CatalogWriter:
         return {"catalog": (self.pending, self._queue.maxsize)}
 
     def _work(self) -> None:
-        due: float | None = None  # when the oldest unwritten cached document must go out
+        batches = self._batches
         while True:
-            timeout = None if due is None else max(0.0, due - time.monotonic())
             try:
-                item = self._queue.get(timeout=timeout)
+                item = self._queue.get(timeout=batches.timeout())
             except queue.Empty:
-                item = "flush"
+                batches.flush()  # a batch is due by time
+                continue
             if item is None:
-                self._flush_all()
+                batches.flush()
                 return
             if isinstance(item, threading.Event):
-                self._flush_all()
-                due = None
+                batches.flush()
                 item.set()
                 continue
-            if item == "flush" or (due is not None and time.monotonic() >= due):
-                self._flush_all()
-                due = None
-                if item == "flush":
-                    continue
-            name, doc, uid = item
-            if uid in self._failed:
-                continue
-            if name == "stop":
-                self._record_phases(uid or "")  # while the run is open
-            try:
-                self._writer(name, doc)
-                self.written += 1
-            except Exception as exc:
-                self._fail(uid, name, exc)
-                continue
-            changed = self._phases.feed(name, doc)
-            if changed is not None:
-                self._new_phases[changed[0]] = changed[1]
-                due = due if due is not None else time.monotonic() + self.max_delay
-            if name == "stop":
-                self._runs.pop(uid or "", None)
-            elif name in ("event", "event_page", "stream_datum") and due is None:
-                due = time.monotonic() + self.max_delay
-
-    def _record_phases(self, uid: str) -> None:
-        """Write run ``uid``'s ``faro.phase_names`` if its phase list changed."""
-        phases = self._new_phases.pop(uid, None)
-        run_writer = self._runs.get(uid)
-        if phases is None or run_writer is None or run_writer.root_node is None:
-            return
-        try:  # metadata only: the run's data go on being written either way
-            run_writer.root_node.update_metadata(phases_metadata(phases), drop_revision=True)
-        except Exception as exc:
-            logger.warning("run %s: could not record its phases %s: %s", uid, phases, exc)
-
-    def _flush_all(self) -> None:
-        for uid, run_writer in list(self._runs.items()):
-            if uid in self._failed:
-                continue
-            try:
-                _flush_run(run_writer)
-            except Exception as exc:
-                self._fail(uid, "event", exc)
-                continue
-            self._record_phases(uid)
-
-    def _fail(self, uid: str | None, name: str, exc: BaseException) -> None:
-        self._failed.add(uid)
-        self._runs.pop(uid or "", None)
-        self._new_phases.pop(uid or "", None)
-        self.errors[uid] = exc
-        logger.error(
-            "writing a %r document of run %s to the catalog failed (%s); the rest of this "
-            "run goes to its raw document log only (rebuild it with catalog.recover())",
-            name,
-            uid,
-            exc,
-            exc_info=exc,
-        )
+            batches.write(*item)
 
     def close(self, timeout: float | None = None) -> None:
         """Write what is queued (up to ``timeout`` s), then stop the thread."""

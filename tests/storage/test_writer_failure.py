@@ -8,16 +8,20 @@ import bluesky.plans as bp
 import numpy as np
 import pytest
 
-from faro_bluesky.storage import Catalog
+from faro_bluesky.storage import Catalog, CatalogWriter
+from faro_bluesky.storage._writer_process import CatalogWriterError, ProcessCatalogWriter
 
 
 def test_catalog_failure_is_isolated_and_the_run_rebuilt_from_its_log(RE, scope, tmp_path):
+    # The thread writer (a remote catalog's), on an embedded catalog so that the failure
+    # can be injected into the TiledWriter it drives, in this process.
     catalog = Catalog.local(tmp_path / "catalog", readable_storage=[tmp_path / "data"])
-    subscription = catalog.subscribe(RE)
+    subscription = catalog.subscribe(RE, process=False)
     with pytest.raises(ValueError, match="already subscribed"):
         catalog.subscribe(RE)  # every run would be written twice
     writer = subscription.recorder.writer
-    tiled_writer = writer._writer
+    assert isinstance(writer, CatalogWriter)
+    tiled_writer = writer._batches._writer
     seen = []
 
     def failing(name, doc):
@@ -26,7 +30,7 @@ def test_catalog_failure_is_isolated_and_the_run_rebuilt_from_its_log(RE, scope,
             raise RuntimeError("disk full (simulated)")
         tiled_writer(name, doc)
 
-    writer._writer = failing
+    writer._batches._writer = failing
     result = RE(bp.count([scope.camera], num=4))
     assert result.exit_status == "success"  # the experiment never noticed
     uid = result.run_start_uids[0]
@@ -39,6 +43,41 @@ def test_catalog_failure_is_isolated_and_the_run_rebuilt_from_its_log(RE, scope,
     assert run.exit_status == "success"  # the log had the real stop
     assert len(run.frames) == 4
     assert run.raw(via="tiled").shape == (4, 1, 256, 256)
+    subscription.unsubscribe()
+    catalog.close()
+
+
+def test_a_run_tiled_refuses_in_the_writer_process_is_isolated_and_rebuilt(RE, scope, tmp_path):
+    # The default writer of an embedded catalog is a child process: the failure must come
+    # from tiled there. Another client takes the run's key just before the run starts,
+    # so tiled refuses the child's start document (409), as it would any conflicting write.
+    catalog = Catalog.local(tmp_path / "catalog", readable_storage=[tmp_path / "data"])
+
+    def occupy(name, doc):
+        if name == "start":
+            catalog.client.create_container(doc["uid"])
+
+    token = RE.subscribe(occupy)  # before the catalog's: it runs first
+    subscription = catalog.subscribe(RE)
+    writer = subscription.recorder.writer
+    assert isinstance(writer, ProcessCatalogWriter)
+    result = RE(bp.count([scope.camera], num=4))
+    assert result.exit_status == "success"  # the experiment never noticed
+    uid = result.run_start_uids[0]
+    RE.unsubscribe(token)
+    assert isinstance(writer.errors[uid], CatalogWriterError)
+    assert "409" in str(writer.errors[uid])  # tiled's answer, relayed with its text
+    assert writer.written == 0  # nothing after the refused start went to tiled
+    assert writer.alive  # one run failed, not the writer
+    assert catalog[uid].stop is None
+
+    assert catalog.recover() == [uid]
+    run = catalog[uid]
+    assert run.exit_status == "success"
+    assert len(run.frames) == 4
+    result = RE(bp.count([scope.camera], num=2))  # the next run is written as usual
+    assert len(catalog[result.run_start_uids[0]].frames) == 2
+    assert list(writer.errors) == [uid]
     subscription.unsubscribe()
     catalog.close()
 
