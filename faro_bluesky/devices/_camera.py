@@ -184,9 +184,24 @@ class Camera(StandardDetector):
             program = found
         self._acquire.feed.set_cycle(presets, program)
 
+    def _write_held_frames(self) -> None:
+        """No exposure follows soon: frames held for the next one go to disk now."""
+        if (writer := self._io.writer) is not None:
+            writer.welcome()
+
     async def pause(self) -> None:
         """The RunEngine pauses: stop a running burst sequence (its frames are kept)."""
+        self._write_held_frames()
         await self._acquire.feed.pause()
+
+    def unstage(self) -> AsyncStatus:
+        """End of the run: held frames are written at once, then the store is closed.
+
+        The RunEngine calls this without waiting for it after a ``halt``: the frames are
+        sent to disk before it returns, the store is closed in the background.
+        """
+        self._write_held_frames()
+        return super().unstage()
 
     async def resume(self) -> None:
         """The RunEngine resumes: the next trigger restarts the burst where it stopped."""

@@ -203,11 +203,11 @@ class OpenEvent:
     """An event begun and not saved yet: the caller finishes it once its next step is under way.
 
     `acquire` leaves its last frame's event open in one (``keep_open``): it reads the
-    ``early`` devices (those the caller moves next: the stimulation's preset and
-    pattern) at once and leaves the other readings (camera, stage, timing, tags; none of
-    which the next step changes before its own trigger) and the save to `save`, which
-    the caller runs while the devices move. `save` is a no-op once done, so every path
-    (success, a failure, a stop) can call it.
+    devices up to the last of the ``early`` ones (those the caller moves next: the
+    stimulation's preset and pattern; put them first) at once and leaves the other
+    readings (stage, timing, tags; none of which the next step changes before its own
+    trigger) and the save to `save`, which the caller runs while the devices move.
+    `save` is a no-op once done, so every path (success, a failure, a stop) can call it.
     """
 
     def __init__(self, early: Sequence[Readable] = ()) -> None:
@@ -360,10 +360,14 @@ def acquire(
                 # frame is taken (a pause during the trigger leaves no older reading)
                 yield from move(channel, replace(LightSetting.coerce(setting), sequenced=True))
             last = keep_open is not None and c == len(settings) - 1
-            if last:  # what the caller moves next first; the rest when it saves
-                early = [d for d in devices if any(d is e for e in keep_open.early)]
+            if last:  # up to what the caller moves next now; the rest when it saves
+                # (in the usual order: a stream's events must list their keys alike, or
+                # tiled refuses to append them to the stream's table)
+                cut = 1 + max(
+                    i for i, d in enumerate(devices) if any(d is e for e in keep_open.early)
+                )
                 previous = keep_open
-                previous.rest = [d for d in devices if not any(d is e for e in early)]
+                previous.rest = devices[cut:]
             else:
                 previous.rest = []
             out.append((yield from begin_event(devices, stream, later=previous.rest)))

@@ -71,8 +71,10 @@ def visit(
     light = scope.dmd if light is None else light
     # every frame's event says when it was exposed and what the light showed meanwhile (the
     # timestamp of its reading: when the pattern went up): latency from documents alone
-    readables = [scope.stage, scope.channel, scope.camera.timing]
-    readables += [light] if light is not None else []
+    # the channel and the light first: a stimulation moves them, so the last imaging
+    # frame's event reads them before it starts (`OpenEvent`)
+    readables: list[Any] = [scope.channel] + ([light] if light is not None else [])
+    readables += [scope.stage, scope.camera.timing]
     readables += [tag] if tag is not None else []
     common = {"readables": readables, "tag": tag, "clock": clock, "applied": applied}
     state = {"clock": clock, "applied": applied}
