@@ -137,7 +137,7 @@ class Catalog:
         RE: Any,
         *,
         batch_size: int = 1000,
-        max_delay: float = 0.5,
+        max_delay: float = 0.8,
         drain_timeout: float = 120.0,
         process: bool | None = None,
     ) -> Subscription:
@@ -173,7 +173,7 @@ class Catalog:
         self,
         *,
         batch_size: int = 1000,
-        max_delay: float = 0.5,
+        max_delay: float = 0.8,
         drain_timeout: float = 120.0,
         process: bool | None = None,
     ) -> Recorder:

@@ -87,7 +87,7 @@ class ProcessCatalogWriter:
         directory: CatalogDirectory,
         *,
         batch_size: int = 1000,
-        max_delay: float = 0.5,
+        max_delay: float = 0.8,
         max_queued: int = 20_000,
     ) -> None:
         check_writer_arguments(batch_size, max_delay, max_queued)
