@@ -17,7 +17,7 @@ from pymmcore_plus import CMMCorePlus
 
 from ._camera_logic import CameraIO, MMAcquireLogic, MMTriggerLogic, ZarrDataLogic
 from ._frames import FrameCache
-from ._sequence import Program, channel_program
+from ._sequence import Program, core_program
 from ._timing import FrameTiming
 from ._worker import CoreWorker
 
@@ -155,43 +155,24 @@ class Camera(StandardDetector):
         """Whether a burst can switch between ``presets`` inside one camera sequence."""
         if len(presets) < 2:
             return True
-        return self._program(presets) is not None
-
-    def _program(self, presets: Sequence[str]) -> Program | None:
-        core = self._worker.core
-
-        def query() -> Program | None:
-            group = core.getChannelGroup()
-            return channel_program(core, group, presets) if group else None
-
-        return self._worker.call(query)
+        return self._worker.call(core_program, self._worker.core, presets) is not None
 
     async def _set_sequence_channels(self, presets: Sequence[str]) -> None:
         presets = tuple(str(p) for p in presets)
-        program: Program = {}
+        program: Program | None = {}
         if len(presets) > 1:
-            core = self._worker.core
-            group = await self._worker.run(core.getChannelGroup)
-            found = None
-            if group:
-                found = await self._worker.run(channel_program, core, group, presets)
-            if found is None:
+            program = await self._worker.run(core_program, self._worker.core, presets)
+            if program is None:
                 raise ValueError(
                     f"{self.name or 'camera'}.sequence_channels={list(presets)}: these presets "
                     "differ in properties the devices cannot sequence; take them step by "
                     "step (leave sequence_channels empty)"
                 )
-            program = found
         self._acquire.feed.set_cycle(presets, program)
-
-    def _write_held_frames(self) -> None:
-        """No exposure follows soon: frames held for the next one go to disk now."""
-        if (writer := self._io.writer) is not None:
-            writer.welcome()
 
     async def pause(self) -> None:
         """The RunEngine pauses: stop a running burst sequence (its frames are kept)."""
-        self._write_held_frames()
+        self._acquire.welcome_writes()  # no exposure follows soon: write held frames
         await self._acquire.feed.pause()
 
     def unstage(self) -> AsyncStatus:
@@ -200,7 +181,7 @@ class Camera(StandardDetector):
         The RunEngine calls this without waiting for it after a ``halt``: the frames are
         sent to disk before it returns, the store is closed in the background.
         """
-        self._write_held_frames()
+        self._acquire.welcome_writes()  # no exposure follows soon: write held frames
         return super().unstage()
 
     async def resume(self) -> None:

@@ -112,7 +112,7 @@ class MMAcquireLogic(DetectorAcquireLogic):
         self._task: asyncio.Task | None = None
         self.failed = asyncio.Event()
         self.error: BaseException | None = None
-        self.feed = SequenceFeed(worker, on_expose=self._welcome_writes)
+        self.feed = SequenceFeed(worker, on_expose=self.welcome_writes)
         """The armed burst, if any: single triggers then take frames of one sequence."""
         self.retries = 2
         """A failed snap is tried again this many times before the trigger fails."""
@@ -121,7 +121,8 @@ class MMAcquireLogic(DetectorAcquireLogic):
         self.start_at = 0.0
         """When the next snap's exposure may start (epoch s; 0: at once). One snap only."""
 
-    def _welcome_writes(self) -> None:
+    def welcome_writes(self) -> None:
+        """Frames held for the camera's next exposure may go to disk now."""
         if (writer := self._io.writer) is not None:
             writer.welcome()  # earlier frames go to disk while the camera exposes
 
@@ -132,7 +133,7 @@ class MMAcquireLogic(DetectorAcquireLogic):
             # here, on the core's thread, when due (no event-loop wake-up in between)
             time.sleep(delay)
         started = time.time()
-        self._welcome_writes()
+        self.welcome_writes()
         core.snapImage()
         image = np.array(core.getImage(), copy=True)
         meta = frame_meta(core)

@@ -75,6 +75,12 @@ def channel_program(core: Any, group: str, presets: Sequence[str]) -> Program | 
     return program
 
 
+def core_program(core: Any, presets: Sequence[str]) -> Program | None:
+    """`channel_program` for the core's channel group (core thread); None without one."""
+    group = core.getChannelGroup()
+    return channel_program(core, group, presets) if group else None
+
+
 def frame_meta(core: Any) -> dict[str, Any]:
     """What is known of the frame just read out (core thread): its end, exposure, preset."""
     group = core.getChannelGroup()

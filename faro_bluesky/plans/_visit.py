@@ -78,19 +78,17 @@ def visit(
     readables += [tag] if tag is not None else []
     common = {"readables": readables, "tag": tag, "clock": clock, "applied": applied}
     state = {"clock": clock, "applied": applied}
+    fixed = masks is not None and isinstance(masks.provider, FixedMask)  # known beforehand
 
     def _stim(source_t: int, unsaved: OpenEvent | None = None) -> MsgGenerator[None]:
-        # ``unsaved``: the last imaging frame's event, read and not saved; it is saved
-        # once the stimulation's devices are moving (off the closed loop's critical path)
+        # ``unsaved``: the last imaging frame's event, read and not saved (a fixed mask's
+        # stimulation); it is saved once the stimulation's devices are moving
         mask: Any = True
-        fixed = masks is not None and isinstance(masks.provider, FixedMask)
         if fixed:  # known beforehand: fired at once, fetched (and recorded) after
             mask = masks.as_fired(masks.provider.mask)
         elif masks is not None:
             # the stim preset goes up while the analyzer works; only the pattern follows it
             preset = yield from begin_set_channel(scope.channel, v.stim_channels[0], **state)
-            if unsaved is not None:
-                yield from unsaved.save()
             mask = yield from fetch_mask(masks, v.p, source_t, clock=clock, record=False)
             yield from end_set_channel(scope.channel, preset, **state)
 
@@ -125,8 +123,7 @@ def visit(
     # A fixed mask fires at once: the last imaging frame reads the channel and light (which
     # the stimulation moves) at once and the rest of its event while they move. An
     # analyzer's mask starts from that event: it goes out first, the preset follows.
-    fixed = masks is None or isinstance(masks.provider, FixedMask)
-    unsaved = OpenEvent([scope.channel, light]) if stim_next and fixed else None
+    unsaved = OpenEvent([scope.channel, light]) if stim_next and (masks is None or fixed) else None
     try:
         yield from acquire(
             scope.camera,
