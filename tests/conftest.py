@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 
@@ -10,6 +11,19 @@ from bluesky import RunEngine
 from event_model import DocumentNames, schema_validators
 
 from faro_bluesky.sim import sim_microscope
+
+
+def pytest_configure(config):
+    """Child processes get Ctrl-C as from a terminal, however this session was started.
+
+    A shell starting a command in the background (``cmd &`` without job control) makes
+    it ignore SIGINT, and an ignored signal stays ignored in every child: the CLI tests'
+    processes (``status --follow``, ``analyzer``, ``queue``) would then never see the
+    Ctrl-C they are sent, and Python installs its KeyboardInterrupt handler only where
+    SIGINT is not ignored. Restoring the default here gives children the usual handler.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 class DocCollector:
@@ -91,7 +105,8 @@ def start_script(tmp_path):
         script = tmp_path / "script.py"
         script.write_text(source)
         return subprocess.Popen(
-            [sys.executable, str(script), str(tmp_path / "data")],
+            # faulthandler: a crash (e.g. an abort at exit) prints every thread's stack
+            [sys.executable, "-X", "faulthandler", str(script), str(tmp_path / "data")],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -232,7 +232,7 @@ def test_real_ctrl_c_in_a_burst_pauses_and_resume_finishes(start_script):
             sent = True
     proc.wait(timeout=120)
     stderr = proc.stderr.read()
-    assert proc.returncode == 0, stderr[-3000:]
+    assert proc.returncode == 0, (stderr[-3000:], lines[-2:])  # did it end before exiting?
     assert [ln for ln in lines if ln.startswith("PAUSED")] == ["PAUSED paused 0"]
     result = json.loads(next(ln for ln in lines if ln.startswith("RESULT")).split(" ", 1)[1])
     assert result["status"] == "success"
