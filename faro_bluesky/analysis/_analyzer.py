@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
+import weakref
 from collections.abc import Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
@@ -30,13 +31,14 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from ..devices import Frame, on_readout
 from ..schema import MaskTimes
 from ._board import MaskBoard
 from ._cluster import executor_for
 from ._completion import Completion
 from ._dispatch import Dispatcher
 from ._documents import DocumentIndex, FrameReader
-from ._messages import Fired, FrameIn, StackIn, Start, Stop
+from ._messages import Exposed, Fired, FrameIn, StackIn, Start, Stop
 from ._outputs import read_tracks
 from ._pipeline import VisitPipeline
 from ._protocols import (
@@ -146,6 +148,8 @@ class Analyzer:
             self, reader, self._errors, self._completion, self._dispatcher.post
         )
         self._dispatcher.route_to(self._pipeline)
+        method = weakref.WeakMethod(self._readout)
+        self._stop_readout = on_readout(lambda frame: (m := method()) is not None and m(frame))
 
     # ------------------------------------------------------------ public facts
     @property
@@ -271,9 +275,22 @@ class Analyzer:
             return
         self.wait_idle(timeout=30)
         self._closed = True
+        self._stop_readout()
         self._dispatcher.close(timeout=30)
         if self._own_executor:
             self.executor.shutdown(wait=True, cancel_futures=True)
+
+    def _readout(self, frame: Frame) -> None:
+        """A camera of this process read a frame out (on its thread).
+
+        Segmented now if it is of the segmenter's channel (`JobFeed.speculate`); never
+        blocks, never raises.
+        """
+        if self._closed or self._stimulator is None or not self._dispatcher.started:
+            return
+        channel = getattr(self.segmenter, "channel", None)
+        if isinstance(channel, str) and frame.metadata.get("channel") == channel:
+            self._dispatcher.post(Exposed(frame))
 
     # ------------------------------------------------------ bluesky callback
     def __call__(self, name: str, doc: Mapping[str, Any]) -> None:

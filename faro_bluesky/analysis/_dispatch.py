@@ -24,6 +24,7 @@ from typing import Any
 
 from ._messages import (
     Close,
+    Exposed,
     FeaturesMeasured,
     Fired,
     FrameIn,
@@ -31,6 +32,7 @@ from ._messages import (
     Measured,
     Message,
     Segmented,
+    Speculated,
     StackIn,
     Start,
     Stop,
@@ -66,6 +68,8 @@ class Dispatcher:
             FrameIn: pipeline.frame_in,
             StackIn: pipeline.stack_in,
             Segmented: pipeline.segmented,
+            Exposed: pipeline.exposed,
+            Speculated: pipeline.speculated,
             Measured: pipeline.measured,
             FeaturesMeasured: pipeline.features_measured,
             Fired: pipeline.fired,

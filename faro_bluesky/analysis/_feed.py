@@ -20,6 +20,9 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
+import numpy as np
+
+from ..devices import Frame
 from ..schema import FrameKind
 from ._documents import FrameReader, FrameRef, Stack
 from ._jobs import (
@@ -30,11 +33,14 @@ from ._jobs import (
     measure_labels,
     segment_early,
 )
-from ._messages import FeaturesMeasured, Key, Measured, Message, Segmented
+from ._messages import FeaturesMeasured, Key, Measured, Message, Segmented, Speculated
 from ._protocols import Need
 from ._records import Visit
-from ._run import AnalysisRun
+from ._run import AnalysisRun, Speculation
 from ._setup import Setup, frame_info
+
+_SPECULATED = 8
+"""Finished readout segmentations no event claimed (yet) kept per run, at most."""
 
 Settle = Callable[[Visit, FrameResult | BaseException, str], None]
 """Takes a visit's segmentation outcome (and the step that failed, if it did)."""
@@ -50,6 +56,22 @@ class JobFeed:
         self._reader = reader
         self._post = post
         self._settle = settle
+
+    def masks_from_plane(self, run: AnalysisRun, frame: FrameRef) -> bool:
+        """Whether ``frame``'s visit may get its mask from this plane alone (`Need.STACK`).
+
+        Only a stimulation now (current mode) by a stimulator that needs neither the
+        visit's other planes nor features, and, if it needs tracks, with every earlier
+        visit of the FOV tracked (tracking goes in acquisition order).
+        """
+        needs = self.needs()
+        if self._setup.stimulator is None or needs & {Need.STACK, Need.FEATURES}:
+            return False
+        if not (frame.stim and run.stim_mode == "current") or run.ended:
+            return False
+        if needs & {Need.TRACKS, Need.HISTORY}:
+            return not run.order[frame.fov] and all(k[0] != frame.fov for k in run.premasked)
+        return True
 
     def needs(self) -> frozenset[Need]:
         """What the stimulator needs before its mask (nothing without one)."""
@@ -78,6 +100,8 @@ class JobFeed:
         """Read a visit's stack and start its job (or finish its early segmentation)."""
         setup = self._setup
         visit = run.visits[(stack.head.fov, stack.head.t)]
+        if visit.key not in run.early:  # its segmenter's plane may be segmented already
+            any(self.adopt(run, frame) for frame in stack.frames)
         early = visit.key in run.early
         try:
             image = self._reader.read_stack(stack)
@@ -90,6 +114,7 @@ class JobFeed:
                 )
         except Exception as exc:
             run.early.pop(visit.key, None)  # its result (if it comes) is not wanted
+            run.planes.pop(visit.key, None)
             self._settle(visit, exc, "read")
             return
         visit.image, visit.info = image, info
@@ -100,6 +125,64 @@ class JobFeed:
         run.inflight += 1
         future.add_done_callback(lambda f, key=visit.key: self._post(Measured(key, f)))
 
+    def speculate(self, run: AnalysisRun, frame: Frame) -> None:
+        """Segment a frame of the segmenter's channel the moment the camera read it out.
+
+        Its event comes later (composed while the next frame is exposed); the visit it
+        names adopts the result (`adopt`), so segmentation no longer waits for the event.
+        Only with a free worker and while a run is under way; a result no event adopts is
+        dropped at the run's stop (a few at most: see `_SPECULATED`).
+        """
+        setup = self._setup
+        loc = (frame.uri, frame.index)
+        if setup.stimulator is None or not run.start or run.ended or loc in run.speculative:
+            return
+        if run.inflight >= setup.max_inflight:
+            return
+        plane = np.asarray(frame.image)
+        future = setup.executor.submit(segment_early, setup.segmenter, plane)
+        run.speculative[loc] = Speculation(future, plane, time.time())
+        run.inflight += 1
+        future.add_done_callback(lambda f, loc=loc: self._post(Speculated((-1, -1), f, loc)))
+        unclaimed = [k for k, s in run.speculative.items() if s.done and s.key is None]
+        for old in unclaimed[: max(0, len(unclaimed) - _SPECULATED)]:
+            del run.speculative[old]  # frames no visit of this run claimed (another plan's)
+
+    def speculated(self, run: AnalysisRun, loc: tuple[str, int], future: Future[Any]) -> Key | None:
+        """A readout segmentation finished: the key of the visit waiting for it, if any."""
+        job = run.speculative.get(loc)
+        if job is None or job.future is not future or job.key is None:
+            run.inflight -= 1  # unclaimed so far (or dropped): kept until its event comes
+            if job is not None and job.future is future:
+                job.done = True
+            return None
+        del run.speculative[loc]
+        return job.key  # `segmented` counts the job as done
+
+    def adopt(self, run: AnalysisRun, frame: FrameRef) -> bool:
+        """Take ``frame``'s readout segmentation as its visit's early one, if there is one."""
+        loc, key = (frame.uri, frame.index), (frame.fov, frame.t)
+        job = run.speculative.get(loc)
+        if job is None or frame.kind != FrameKind.IMAGE or key in run.early:
+            return False
+        if not self._mine(frame):
+            return False
+        del run.speculative[loc]
+        run.early[key] = None
+        run.planes[key] = (frame, job.plane, job.read_at)
+        if job.done:  # finished before its event: handled as an early segmentation now
+            run.inflight += 1
+            self._post(Segmented(key, job.future))
+        else:
+            job.key = key
+            run.speculative[loc] = job
+        return True
+
+    def _mine(self, frame: FrameRef) -> bool:
+        """Whether ``frame`` is of the segmenter's channel."""
+        channel = self._setup.segmenter.channel
+        return channel == frame.c if isinstance(channel, int) else channel == frame.channel
+
     def segment_early(self, run: AnalysisRun, frame: FrameRef) -> None:
         """Segment a visit's segmentation plane as soon as it is taken, if a mask is awaited.
 
@@ -108,9 +191,10 @@ class JobFeed:
         worker; otherwise the stack's own job segments it as usual.
         """
         setup = self._setup
+        if self.adopt(run, frame):  # segmented at its readout already
+            return
         awaited = setup.stimulator is not None and (frame.stim or run.stim_mode == "previous")
-        channel = setup.segmenter.channel
-        mine = channel == frame.c if isinstance(channel, int) else channel == frame.channel
+        mine = self._mine(frame)
         key = (frame.fov, frame.t)
         if not (awaited and mine and frame.kind == FrameKind.IMAGE) or key in run.early:
             return
@@ -118,10 +202,12 @@ class JobFeed:
             return
         try:
             plane = self._reader.read(frame)
+            read_at = time.time()
             future = setup.executor.submit(segment_early, setup.segmenter, plane)
         except Exception:
             return  # the stack's own job reads and segments again (and records a failure)
         run.early[key] = None
+        run.planes[key] = (frame, plane, read_at)
         run.inflight += 1
         future.add_done_callback(lambda f, key=key: self._post(Segmented(key, f)))
 
@@ -133,6 +219,7 @@ class JobFeed:
             visit = run.visits.get(key)
             if visit is None and run.ended:
                 del run.early[key]  # the run stopped before the rest of the visit
+                run.planes.pop(key, None)
             elif visit is not None and visit.image is not None:
                 self.measure_segmented(run, visit)
         self.refill(run)
@@ -141,6 +228,7 @@ class JobFeed:
         """Positions (or the declared features) of a visit segmented early, then settle."""
         setup = self._setup
         future = run.early.pop(visit.key)
+        run.planes.pop(visit.key, None)
         outcome: FrameResult | BaseException | None = future.exception()
         if outcome is None:
             segmentation: Segmentation = future.result()

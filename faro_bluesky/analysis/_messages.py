@@ -18,6 +18,7 @@ from typing import Any
 
 from numpy.typing import NDArray
 
+from ..devices import Frame
 from ._documents import FrameRef, Stack
 
 Key = tuple[int, int]
@@ -82,6 +83,23 @@ class JobResult:
 @dataclass(frozen=True, slots=True)
 class Segmented(JobResult):
     """A segmentation started with the visit's first plane (`VisitPipeline.segment_early`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Speculated(JobResult):
+    """A frame segmented at its readout, before its event named its visit.
+
+    ``key`` is ``(-1, -1)``; ``loc`` is the frame's ``(uri, index)``.
+    """
+
+    loc: tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Exposed:
+    """A frame of the segmenter's channel was read out by a camera of this process."""
+
+    frame: Frame
 
 
 @dataclass(frozen=True, slots=True)

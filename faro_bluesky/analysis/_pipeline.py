@@ -20,20 +20,24 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import numpy as np
 import pandas as pd
 
 from ..schema import FrameKind
 from ._completion import Completion
-from ._documents import FrameReader
+from ._documents import FrameReader, Stack
 from ._feed import JobFeed
-from ._jobs import FrameResult, with_features
+from ._jobs import FrameResult, measure_labels, with_features
 from ._messages import (
+    Exposed,
     FeaturesMeasured,
     Fired,
     FrameIn,
+    Key,
     Measured,
     Message,
     Segmented,
+    Speculated,
     StackIn,
     Start,
     Stop,
@@ -41,7 +45,7 @@ from ._messages import (
 from ._protocols import Need
 from ._records import ErrorLog, Visit
 from ._run import AnalysisRun
-from ._setup import Setup
+from ._setup import Setup, frame_info
 from ._steps import skip_mask, stimulate, track
 
 AFTER_MASK_HOLD_S = 0.25
@@ -85,6 +89,10 @@ class VisitPipeline:
         for key in [k for k, job in run.early.items() if job is not None]:
             if key not in run.visits:  # the run stopped before the rest of the visit
                 del run.early[key]
+                run.planes.pop(key, None)
+        run.premasked.clear()  # their stacks will not come: the run stopped before them
+        # readout segmentations no event claimed: of frames after the last event, if any
+        run.speculative = {loc: j for loc, j in run.speculative.items() if j.key is not None}
         self.finish_if_idle()
 
     def finish_if_idle(self) -> None:
@@ -115,11 +123,27 @@ class VisitPipeline:
             return
         if head.kind != FrameKind.IMAGE:
             return
+        if (visit := run.premasked.pop(key, None)) is not None:
+            self._adopt(visit, stack, msg.arrived)
+            return
         awaited = self._setup.stimulator is not None
         needs_mask = awaited and (head.stim or run.stim_mode == "previous")
         run.order[head.fov].append(head.t)
         run.visits[key] = Visit(stack, msg.arrived, needs_mask)
         self._feed.accept(run, stack, stim=head.stim and run.stim_mode == "current")
+
+    def exposed(self, msg: Exposed) -> None:
+        """A frame of the segmenter's channel was read out: segment it now (`JobFeed`)."""
+        self._feed.speculate(self.run, msg.frame)
+
+    def speculated(self, msg: Speculated) -> None:
+        """A readout segmentation finished: an early segmentation, if its event came."""
+        key = self._feed.speculated(self.run, msg.loc, msg.future)
+        if key is not None:
+            self.segmented(Segmented(key, msg.future))
+        else:
+            self._feed.refill(self.run)
+            self.finish_if_idle()
 
     def frame_in(self, msg: FrameIn) -> None:
         """A plane of a visit still being exposed: maybe segment it now (`JobFeed`)."""
@@ -129,7 +153,74 @@ class VisitPipeline:
     def segmented(self, msg: Segmented) -> None:
         """An early segmentation finished: measure its visit if the stack is in."""
         self._feed.segmented(self.run, msg.key, msg.future)
+        self._mask_early(msg.key)
         self.finish_if_idle()
+
+    # ------------------------------------------- a mask from the segmenter's plane
+    def _mask_early(self, key: Key) -> None:
+        """Publish the mask of a visit still being exposed, from its segmenter's plane.
+
+        When the stimulator needs only labels (and tracks), its other planes cannot change
+        the mask: waiting for them would only add their exposure to the latency. The
+        visit waits in `AnalysisRun.premasked` for its stack (`_adopt`).
+        """
+        run, setup = self.run, self._setup
+        future = run.early.get(key)
+        if future is None or key in run.visits or key not in run.planes:
+            return
+        frame, plane, read_at = run.planes[key]
+        if future.exception() is not None or not self._feed.masks_from_plane(run, frame):
+            return
+        del run.early[key], run.planes[key]
+        segmentation = future.result()
+        stack = Stack((frame,))
+        visit = Visit(stack, time.monotonic(), needs_mask=True)
+        visit.image = plane[np.newaxis]
+        visit.info = frame_info(stack, visit.image.shape)
+        visit.pixels_at = read_at
+        visit.spans.append((segmentation.started, segmentation.ended))
+        started = time.time()
+        visit.result = measure_labels(
+            setup.features, segmentation.labels, visit.image, visit.info, with_features=False
+        )
+        run.premasked[key] = visit
+        if not self._feed.needs() & {Need.TRACKS, Need.HISTORY}:
+            visit.spans.append((started, time.time()))
+            stimulate(setup, self._errors, visit, visit.result.cells)
+        else:
+            try:
+                visit.cells = track(setup.tracker, visit.result.cells, frame)
+            except Exception as exc:
+                visit.errors.append(str(self._errors.record("tracking", exc, *key)))
+                skip_mask(setup.board, visit)
+                visit.tracked = True
+                return
+            visit.spans.append((started, time.time()))
+            visit.tracked = True
+            run.recent[key[0]].append(visit.cells)
+            history = visit.cells
+            if Need.HISTORY in self._feed.needs():
+                history = pd.concat(run.recent[key[0]], ignore_index=True)
+            stimulate(setup, self._errors, visit, history)
+        visit.compute_ms = sum(end - start for start, end in visit.spans) * 1000.0
+
+    def _adopt(self, visit: Visit, stack: Stack, arrived: float) -> None:
+        """A premasked visit's stack came: the rest of its work, as for any visit."""
+        run, key = self.run, visit.key
+        visit.stack, visit.arrived = stack, arrived
+        run.visits[key] = visit
+        try:
+            image = self._reader.read_stack(stack)
+            visit.image, visit.info = image, frame_info(stack, image.shape)
+        except Exception as exc:  # its features are measured on the plane it has
+            visit.errors.append(str(self._errors.record("read", exc, *key)))
+        if not visit.tracked:  # tracked in acquisition order, with the FOV's other visits
+            run.order[key[0]].append(key[1])
+            self._advance(key[0])
+        elif visit.mask is not None:
+            run.after_mask[key] = (visit, time.monotonic() + AFTER_MASK_HOLD_S)
+        else:
+            self._finish_visit(visit)
 
     def measured(self, msg: Measured) -> None:
         """A visit's segmentation job finished: take it, track in order."""

@@ -126,6 +126,11 @@ class Need(enum.Enum):
     HISTORY = "history"
     """Earlier frames' rows of this FOV too (the analyzer's last ``history`` frames; implies
     `TRACKS`). Without it, ``tracks`` holds this frame's rows only."""
+    STACK = "stack"
+    """Every imaging plane of the visit in ``image``. Without it (and without `FEATURES`),
+    a stimulation's mask is computed as soon as the segmenter's plane is segmented, while
+    the visit's other planes are still being exposed: ``image`` then holds that plane
+    alone, shape ``(1, h, w)``, and ``info.channels`` names it."""
 
 
 @runtime_checkable

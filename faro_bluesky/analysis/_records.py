@@ -98,6 +98,11 @@ class Visit:
     """`time.time` when the stimulator's inputs were ready (`MaskTimes.labels_at`)."""
     compute_ms: float = 0.0
     """Components' compute on the latency path so far (`MaskTimes.compute_ms`)."""
+    spans: list[tuple[float, float]] = field(default_factory=list)
+    """For a mask computed from the segmenter's plane: each component's compute
+    (`MaskTimes.compute_spans`); empty otherwise."""
+    tracked: bool = False
+    """Tracked before its stack was complete (its mask came from its segmenter's plane)."""
     errors: list[str] = field(default_factory=list)
 
     @property

@@ -16,13 +16,28 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from numpy.typing import NDArray
 
-from ._documents import Stack
+from ._documents import FrameRef, Stack
 from ._jobs import FrameResult
 from ._journal import TracksJournal
 from ._messages import Key
 from ._outputs import LabelStore
 from ._records import Visit
+
+
+@dataclass(eq=False)
+class Speculation:
+    """A frame's segmentation started at its readout (analysis thread only)."""
+
+    future: Future[Any]
+    plane: NDArray
+    read_at: float
+    """When its pixels were in hand (``time.time``)."""
+    key: Key | None = None
+    """The visit its event named, once it came while the job ran."""
+    done: bool = False
+    """The job finished before its frame's event came."""
 
 
 def _fov_queues() -> defaultdict[int, deque[int]]:
@@ -50,6 +65,15 @@ class AnalysisRun:
     """Visits accepted and not yet complete."""
     early: dict[Key, Future[Any] | None] = field(default_factory=dict)
     """Segmentations started before their stack was complete: None while running."""
+    planes: dict[Key, tuple[FrameRef, NDArray, float]] = field(default_factory=dict)
+    """The plane each early segmentation started from: its frame, pixels, and when the
+    pixels were in hand (``time.time``)."""
+    speculative: dict[tuple[str, int], Speculation] = field(default_factory=dict)
+    """Frames segmented at their readout, by ``(uri, index)``, until their event names
+    their visit (`JobFeed.speculate`)."""
+    premasked: dict[Key, Visit] = field(default_factory=dict)
+    """Visits whose mask went out from the segmenter's plane, before their stack was
+    complete (`VisitPipeline.mask_early`); their stack joins them when it comes."""
     refs: dict[Key, Stack] = field(default_factory=dict)
     """Reference stacks that came before their visit was complete."""
     waiting_ref: dict[Key, tuple[pd.DataFrame, FrameResult]] = field(default_factory=dict)
@@ -75,7 +99,14 @@ class AnalysisRun:
 
     def busy(self) -> bool:
         """Work of this run is still under way (the next run waits for it)."""
-        return bool(self.inflight or self.deferred or self.visits or self.early or self.after_mask)
+        return bool(
+            self.inflight
+            or self.deferred
+            or self.visits
+            or self.early
+            or self.after_mask
+            or self.premasked
+        )
 
     def idle(self) -> bool:
         """Nothing on the executor, deferred, or held after its mask (`Analyzer.wait_idle`)."""

@@ -58,7 +58,10 @@ def stimulate(setup: Setup, errors: ErrorLog, visit: Visit, tracks: pd.DataFrame
     visit.labels_at = started = time.time()  # its inputs are ready: the "labels" stage ends
     try:
         mask = setup.stimulator.mask(labels, tracks, visit.image, visit.info)
-        visit.compute_ms += (time.time() - started) * 1000.0
+        ended = time.time()
+        visit.compute_ms += (ended - started) * 1000.0
+        if visit.spans:  # a mask from the segmenter's plane: its steps end here
+            visit.spans[-1] = (visit.spans[-1][0], ended)
         if mask is None or mask is False:
             mask, fraction = False, 0.0
         elif mask is True:
@@ -75,7 +78,8 @@ def stimulate(setup: Setup, errors: ErrorLog, visit: Visit, tracks: pd.DataFrame
         visit.errors.append(str(errors.record("stimulator", exc, fov, t)))
         skip_mask(setup.board, visit)
         return
-    setup.board.put(fov, t, mask, MaskTimes(visit.pixels_at, visit.labels_at, visit.compute_ms))
+    times = MaskTimes(visit.pixels_at, visit.labels_at, visit.compute_ms, tuple(visit.spans))
+    setup.board.put(fov, t, mask, times)
     visit.masked, visit.mask, visit.mask_fraction = True, mask, fraction
     visit.mask_ms = (time.monotonic() - visit.arrived) * 1000.0
 

@@ -8,7 +8,7 @@ from ._camera import Camera
 from ._channel import ChannelPresets, LightSetting
 from ._dmd import DMD, CameraMask, DMDPattern
 from ._fov_views import FOVS, FovView, ViewChannel, link_fov_labels, store_lock, write_fov_views
-from ._frames import Frame, FrameCache, find_frame
+from ._frames import Frame, FrameCache, find_frame, on_readout
 from ._masks import FixedMask, MaskFacet, MaskProvider
 from ._microscope import DEFAULT_DATA_DIR, Microscope
 from ._patterned import PatternedLight
@@ -57,6 +57,7 @@ __all__ = [
     "link_fov_labels",
     "ngff",
     "ome_image_attrs",
+    "on_readout",
     "path_from_uri",
     "similarity",
     "store_lock",

@@ -8,16 +8,20 @@ first axis (the StreamDatum ``indices``).
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 from psygnal import Signal
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +68,11 @@ class FrameCache:
                 self._frames.popitem(last=False)
             self._latest = frame
         self.frame_added.emit(frame)
+        for listener in tuple(_READOUT_LISTENERS):
+            try:
+                listener(frame)
+            except Exception:  # a listener never costs a frame
+                logger.exception("a readout listener failed")
 
     def get(self, uri: str, index: int) -> Frame | None:
         """Return the frame at ``index`` of array ``uri``, or None if no longer kept."""
@@ -81,6 +90,24 @@ class FrameCache:
 
 
 _LIVE_CACHES: weakref.WeakSet[FrameCache] = weakref.WeakSet()
+_READOUT_LISTENERS: list[Callable[[Frame], None]] = []
+
+
+def on_readout(listener: Callable[[Frame], None]) -> Callable[[], None]:
+    """Call ``listener(frame)`` with every frame any camera of this process reads out.
+
+    Called on the camera's acquisition path the moment the frame is in memory (before
+    its event exists), so it must return at once: the analyzer posts the frame to its
+    own thread, to segment it while the run composes the frame's event and exposes the
+    next one. Returns the function that removes the listener.
+    """
+    _READOUT_LISTENERS.append(listener)
+
+    def remove() -> None:
+        with contextlib.suppress(ValueError):
+            _READOUT_LISTENERS.remove(listener)
+
+    return remove
 
 
 def find_frame(uri: str, index: int) -> Frame | None:

@@ -30,6 +30,13 @@ from ..schema import MaskTimes, MaskTiming
 
 MaskLike = NDArray | bool | None
 _UNTIMED = MaskTimes()
+_NO_SPAN = (math.nan, math.nan)
+
+
+def _spans(spans: tuple[tuple[float, float], ...]) -> list[tuple[float, float]]:
+    """`MaskTimes.MAX_SPANS` spans as floats, NaN-padded."""
+    out = [(float(a), float(b)) for a, b in spans[: MaskTimes.MAX_SPANS]]
+    return out + [_NO_SPAN] * (MaskTimes.MAX_SPANS - len(out))
 
 
 @runtime_checkable
@@ -105,6 +112,20 @@ class MaskFacet(StandardReadable, Movable[tuple[int, int]], Stoppable):
             )
             self.compute_ms, self._set_compute_ms = soft_signal_r_and_setter(
                 float, math.nan, units="ms"
+            )
+            # a mask from the segmenter's plane: when its segmentation and its later steps
+            # ran (``MaskTimes.compute_spans``)
+            self.segment_start, self._set_segment_start = soft_signal_r_and_setter(
+                float, math.nan, units="s"
+            )
+            self.segment_end, self._set_segment_end = soft_signal_r_and_setter(
+                float, math.nan, units="s"
+            )
+            self.steps_start, self._set_steps_start = soft_signal_r_and_setter(
+                float, math.nan, units="s"
+            )
+            self.steps_end, self._set_steps_end = soft_signal_r_and_setter(
+                float, math.nan, units="s"
             )
         super().__init__(name=name)
 
@@ -186,3 +207,8 @@ class MaskFacet(StandardReadable, Movable[tuple[int, int]], Stoppable):
         self._set_pixels_at(times.pixels_at)
         self._set_labels_at(times.labels_at)
         self._set_compute_ms(times.compute_ms)
+        (seg_start, seg_end), (steps_start, steps_end) = _spans(times.compute_spans)
+        self._set_segment_start(seg_start)
+        self._set_segment_end(seg_end)
+        self._set_steps_start(steps_start)
+        self._set_steps_end(steps_end)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from numpy.typing import NDArray
 
@@ -116,6 +116,14 @@ class MaskTimes:
     """Its labels (and tracks, if the stimulator needs them) were ready (epoch s)."""
     compute_ms: float = math.nan
     """The components' compute between the source's exposure end and the mask (ms)."""
+    compute_spans: tuple[tuple[float, float], ...] = ()
+    """For a mask published before its visit's last exposure ended (computed from the
+    segmenter's plane alone): when each component computed (epoch s), since which part of
+    it lies on the latency path is known only later. Empty otherwise."""
+
+    MAX_SPANS: ClassVar[int] = 2
+    """Spans the documents keep: the segmentation, then the steps after it (positions,
+    tracking, the stimulator; ``mask-segment_*`` and ``mask-steps_*``)."""
 
 
 @runtime_checkable

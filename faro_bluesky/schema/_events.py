@@ -37,7 +37,16 @@ def _check(
 _VISIT_KEYS: Final = frozenset(VisitField)
 _MASK_KEYS: Final = frozenset(MaskField)
 _MASK_OPTIONAL: Final = frozenset(
-    {MaskField.MASK, MaskField.PIXELS_AT, MaskField.LABELS_AT, MaskField.COMPUTE_MS}
+    {
+        MaskField.MASK,
+        MaskField.PIXELS_AT,
+        MaskField.LABELS_AT,
+        MaskField.COMPUTE_MS,
+        MaskField.SEGMENT_START,
+        MaskField.SEGMENT_END,
+        MaskField.STEPS_START,
+        MaskField.STEPS_END,
+    }
 )
 """The image (see `MaskFields.mask`) and the timing fields: runs recorded before those
 lack them, and still give every latency stage they can (NaN for the analyzer's own)."""

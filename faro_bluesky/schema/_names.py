@@ -124,6 +124,18 @@ class MaskField(StrEnum):
     """Time the analysis components (segmentation, measurements before the mask,
     tracking, the stimulator) computed between the source's exposure end and the mask
     (ms; NaN as above): the rest of that span is the framework's."""
+    SEGMENT_START = "mask-segment_start"
+    """For a mask computed from the segmenter's plane, before its visit's last exposure
+    ended (docs/decisions/0061): when its segmentation started (epoch s; NaN for a mask
+    that followed the whole visit, whose ``mask-compute_ms`` says it all). Only the part of
+    this and the next spans after that exposure's end is on the latency path, which the
+    source cannot know when it publishes the mask."""
+    SEGMENT_END = "mask-segment_end"
+    """... when it ended ..."""
+    STEPS_START = "mask-steps_start"
+    """... when positions, tracking and the stimulator started (one after the other) ..."""
+    STEPS_END = "mask-steps_end"
+    """... and when the stimulator ended (epoch s; NaN as above)."""
 
 
 class FrameField(StrEnum):

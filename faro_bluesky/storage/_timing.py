@@ -44,6 +44,10 @@ CHAIN: Final = (
 - ``mask``: -> the plan has the mask (the stimulator, the hand-off to the plan's loop);
 - ``dmd``: -> the pattern is shown on the DMD;
 - ``stim``: -> the stimulation exposure starts.
+
+A mask computed from the segmenter's plane (docs/decisions/0061) may be ready before the
+source frame's exposure ends: its ``pixels`` and ``labels`` are then 0 and its ``compute``
+only the part of its spans (``mask-segment_*``, ``mask-steps_*``) after that end.
 """
 LATENCY_STAGES: Final = (
     *(stage for _, _, stage in CHAIN),
@@ -122,9 +126,20 @@ def latency_table(primary: pd.DataFrame, masks: pd.DataFrame) -> pd.DataFrame:
                     "dmd_shown": float(stim.get(f"ts_{DMD}", np.nan)),
                     "stim_start": float(stim[START]),
                     "compute": float(mask.get(MaskField.COMPUTE_MS, np.nan)),
+                    "spans": [
+                        float(mask.get(k, np.nan))
+                        for k in (
+                            MaskField.SEGMENT_START,
+                            MaskField.SEGMENT_END,
+                            MaskField.STEPS_START,
+                            MaskField.STEPS_END,
+                        )
+                    ],
                 }
             )
-    out = pd.DataFrame(rows, columns=cols)
+    out = pd.DataFrame(rows, columns=[*cols, "spans"])
+    _on_the_path(out)
+    out = out.drop(columns="spans")
     for before, after, stage in CHAIN:
         out[stage] = (out[after] - out[before]) * 1000.0
     out["total"] = (out["stim_start"] - out["exposure_end"]) * 1000.0
@@ -132,6 +147,30 @@ def latency_table(primary: pd.DataFrame, masks: pd.DataFrame) -> pd.DataFrame:
     out["compute"] = out.pop("compute")  # with the stages, in `LATENCY_STAGES` order
     out["framework"] = out["total"] - out["compute"]
     return out.sort_values(["t", "p"], ignore_index=True)
+
+
+def _on_the_path(out: pd.DataFrame) -> None:
+    """Count only what happened after the source's exposure ended (in place).
+
+    A mask computed from the segmenter's plane may be ready before the visit's last
+    exposure ends (``mask-segment_*``, ``mask-steps_*``): its analyzer times before that end
+    are clamped to it (those stages took no time on the path) and its compute is the part
+    of its spans between that end and the plan having the mask.
+    """
+    end = out["exposure_end"].to_numpy(float)
+    for column in ("pixels_ready", "labels_ready"):
+        values = out[column].to_numpy(float)
+        out[column] = np.where(np.isfinite(values) & (values < end), end, values)
+    for i, spans in enumerate(out["spans"]):
+        if spans is None:
+            continue
+        pairs = np.asarray(spans, dtype=float).reshape(-1, 2)
+        pairs = pairs[np.isfinite(pairs).all(axis=1)]
+        if not len(pairs):
+            continue
+        lo, hi = end[i], float(out["mask_ready"].iat[i])
+        overlap = np.clip(np.minimum(pairs[:, 1], hi) - np.maximum(pairs[:, 0], lo), 0, None)
+        out.loc[out.index[i], "compute"] = float(overlap.sum()) * 1000.0
 
 
 @dataclass(frozen=True)

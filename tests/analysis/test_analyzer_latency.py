@@ -197,9 +197,11 @@ class Probe:
 
     def __init__(self) -> None:
         self.calls: dict[tuple[int, int], pd.DataFrame] = {}
+        self.planes: dict[tuple[int, int], tuple[int, tuple[str, ...]]] = {}
 
     def mask(self, labels, tracks, image, info):
         self.calls[(info.fov, info.t)] = tracks.copy()
+        self.planes[(info.fov, info.t)] = (image.shape[0], info.channels)
         return labels > 0
 
 
@@ -233,6 +235,47 @@ def test_a_stimulator_gets_what_it_declares(stim_run, tmp_path, needs):
             assert set(tracks["fov"]) == {fov}
 
 
+@pytest.mark.parametrize(
+    "needs",
+    [(Need.TRACKS,), (), (Need.HISTORY,), (Need.TRACKS, Need.STACK), (Need.FEATURES,)],
+    ids=["tracks", "nothing", "history", "stack", "features"],
+)
+def test_a_mask_needing_only_labels_goes_out_before_the_visits_other_planes(
+    stim_run, tmp_path, needs
+):
+    """The segmenter's plane decides the mask of a stimulator that needs no other plane:
+    it is published while the visit's ERK-KTR plane is still being exposed, and the
+    visit is then completed (tracked once, features measured) like any other."""
+    stim = probe(*needs)
+    analyzer = Analyzer(
+        segmenter=OtsuSegmenter(channel="miRFP"),
+        features=ErkKtrFeatures(channel="ERKKTR"),
+        stimulator=stim,
+        output=tmp_path,
+    )
+    cut = first_plane_of(stim_run, 0, 1) + 1
+    for name, doc in stim_run[:cut]:
+        analyzer(name, doc)
+    assert analyzer.wait_idle(60)
+    early = not set(needs) & {Need.STACK, Need.FEATURES}
+    assert (analyzer.board.peek(0, 1) is not None) == early
+    for name, doc in stim_run[cut:]:
+        analyzer(name, doc)
+    assert analyzer.wait_idle(60)
+    tracks = analyzer.tracks()
+    analyzer.close()
+    assert not analyzer.errors
+    assert set(stim.calls) == STIM_FRAMES
+    # the early mask saw the segmenter's plane alone; the others the whole stack
+    assert stim.planes[(0, 1)] == ((1, ("miRFP",)) if early else (2, ("miRFP", "ERKKTR")))
+    assert stim.planes[(1, 3)][0] in (1, 2)  # either way, as fast as the analysis went
+    # every visit tracked once, in order, and measured in full
+    visits = tracks.groupby(["fov", "t"])
+    assert set(visits.groups) == {(fov, t) for fov in (0, 1) for t in range(4)}
+    assert tracks["cnr"].notna().all() and tracks["particle"].notna().all()
+    assert (visits["particle"].nunique() == visits.size()).all()  # one row per cell
+
+
 def test_features_failing_after_the_mask_keep_the_mask_and_the_tracked_cells(stim_run, tmp_path):
     features = WatchedFeatures(fail=True)
     analyzer = analyse(stim_run, FractionOfCells(0.5, seed=1), features, output=tmp_path)
@@ -263,3 +306,51 @@ def test_a_stimulator_must_declare_what_it_needs():
     analyzer.stimulator = FractionOfCells()
     assert analyzer.provides_masks
     analyzer.close()
+
+
+def test_a_plane_is_segmented_at_its_readout_and_its_event_adopts_the_result(tmp_path):
+    """A camera in this process hands each frame to the analyzer as it is read out: the
+    segmenter's planes are segmented before any event names their visit (here the events
+    come only after the run), and the visits then take those results instead of
+    segmenting again."""
+    RE = RunEngine(context_managers=[], call_returns_result=True)
+    scope = sim_microscope(seed=3, data_dir=tmp_path / "data", image_shape=(256, 256))
+    segmenter = CountingSegmenter()
+    analyzer = Analyzer(
+        segmenter=segmenter,
+        features=ErkKtrFeatures(channel="ERKKTR"),
+        stimulator=FractionOfCells(0.5, seed=1),
+        output=tmp_path / "out",
+    )
+    docs: list[tuple[str, dict]] = []
+
+    def start_only(name, doc):  # the analyzer sees the run begin, and no event of it
+        docs.append((name, doc))
+        if name == "start":
+            analyzer(name, doc)
+
+    RE.subscribe(start_only)
+    phase = Phase(
+        "p",
+        interval=0.05,
+        n_frames=4,
+        channels=[Channel("miRFP", 10), Channel("ERKKTR", 10)],
+        stim_channels=[Channel("Cyan", 50, power=50)],
+        stim_frames=(1, 3),
+    )
+    fovs = [(0, 0), (300, 0)]
+    RE(optogenetic_plan(fovs, [phase], microscope=scope, stim_mask=True))
+    assert analyzer.wait_idle(60)
+    assert len(segmenter.planes) == 8  # each miRFP frame (2 FOVs x 4), at its readout
+    for name, doc in docs[1:]:
+        analyzer(name, doc)
+    assert analyzer.wait_idle(60)
+    tracks = analyzer.tracks()
+    analyzer.close()
+    scope.close()
+    assert not analyzer.errors
+    assert len(segmenter.planes) == 8  # adopted by their visits: none segmented again
+    visits = tracks.groupby(["fov", "t"])
+    assert set(visits.groups) == {(fov, t) for fov in (0, 1) for t in range(4)}
+    assert tracks["cnr"].notna().all() and tracks["particle"].notna().all()
+    assert all(analyzer.board.peek(*k) is not None for k in STIM_FRAMES)

@@ -67,6 +67,7 @@ class FakePipeline:
         raise AssertionError(f"not posted in these tests: {msg!r}")
 
     frame_in = stack_in = segmented = features_measured = fired = unused
+    exposed = speculated = unused
 
 
 def dispatcher_with(pipeline: FakePipeline) -> tuple[Dispatcher, list]:

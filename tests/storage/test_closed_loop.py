@@ -109,7 +109,9 @@ def test_lag_and_latency_come_from_the_documents_alone(closed_loop):
     stages = lat[["pixels", "labels", "mask", "dmd", "stim"]].sum(axis=1)
     np.testing.assert_allclose(stages, lat["total"])
     np.testing.assert_allclose(lat[["pixels", "labels", "mask"]].sum(axis=1), lat["pixels_to_mask"])
-    assert (lat["compute"] > 0).all() and (lat["framework"] < lat["total"]).all()
+    # (a mask from the segmenter's plane may be ready before the last exposure ends: no
+    # compute on the path then, all of it before)
+    assert (lat["compute"] >= 0).all() and (lat["framework"] <= lat["total"]).all()
     summary = timing.summary()
     assert summary.loc["total", "n"] == 4 and summary.loc["lag", "n"] == 8
 

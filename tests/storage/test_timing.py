@@ -37,6 +37,12 @@ def _phase(channels: list[Channel]) -> Phase:
     )
 
 
+def _spans(run):
+    """Each stored mask event's segmentation span (``mask-segment_*``)."""
+    table = run.tiled[Stream.MASK].base["internal"].read()
+    return table[[MaskField.SEGMENT_START, MaskField.SEGMENT_END]].to_numpy(float)
+
+
 def _live_timing(docs):
     """`run_timing` of the documents as the RunEngine emitted them."""
     streams = {d["uid"]: d["name"] for d in docs.of("descriptor")}
@@ -106,8 +112,14 @@ def test_every_stimulation_has_its_stages_in_order_live_and_stored(
     stages = ["pixels", "labels", "mask", "dmd", "stim"]
     np.testing.assert_allclose(lat[stages].sum(axis=1), lat["total"])
     np.testing.assert_allclose(lat["total"] - lat["compute"], lat["framework"])
-    # the components computed within exposure end -> mask, one after the other
-    assert ((lat["compute"] > 0) & (lat["compute"] <= lat["pixels_to_mask"])).all()
+    # the components computed within exposure end -> mask, one after the other; a mask
+    # from the segmenter's plane (two channels) may be ready before the last exposure ends:
+    # then only the compute after that end counts, and the stages before it took no time
+    assert ((lat["compute"] >= 0) & (lat["compute"] <= lat["pixels_to_mask"])).all()
+    # (which path a mask took depends on timing: the analysis tests pin each one down)
+    early = np.array([not np.isnan(np.asarray(s, float)).all() for s in _spans(run)])
+    assert not early.any() or len(channels) == 2  # one plane: the stack is the plane
+    assert (lat["compute"][~early] > 0).all()
     summary = timing.summary()
     assert list(summary.index) == ["lag", *LATENCY_STAGES]
     assert (summary["n"] == [6, *[4] * len(LATENCY_STAGES)]).all()
