@@ -24,7 +24,7 @@ import os
 import time
 import warnings
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -148,8 +148,7 @@ class Analyzer:
             self, reader, self._errors, self._completion, self._dispatcher.post
         )
         self._dispatcher.route_to(self._pipeline)
-        method = weakref.WeakMethod(self._readout)
-        self._stop_readout = on_readout(lambda frame: (m := method()) is not None and m(frame))
+        self._stop_readout = _listen_to_readouts(weakref.WeakMethod(self._readout))
 
     # ------------------------------------------------------------ public facts
     @property
@@ -320,3 +319,20 @@ class Analyzer:
                 post(Stop(dict(doc)))
         except Exception as exc:
             self._errors.record("documents", exc)
+
+
+def _listen_to_readouts(method: weakref.WeakMethod) -> Callable[[], None]:
+    """Hand every camera readout to ``method`` while its analyzer lives (`on_readout`).
+
+    Weak, so an analyzer never closed is still collected; its listener then removes itself.
+    """
+
+    def listener(frame: Frame) -> None:
+        readout = method()
+        if readout is None:
+            remove()
+        else:
+            readout(frame)
+
+    remove = on_readout(listener)
+    return remove

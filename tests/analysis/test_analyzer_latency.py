@@ -354,3 +354,17 @@ def test_a_plane_is_segmented_at_its_readout_and_its_event_adopts_the_result(tmp
     assert set(visits.groups) == {(fov, t) for fov in (0, 1) for t in range(4)}
     assert tracks["cnr"].notna().all() and tracks["particle"].notna().all()
     assert all(analyzer.board.peek(*k) is not None for k in STIM_FRAMES)
+
+
+def test_an_analyzer_never_closed_stops_listening_to_readouts():
+    import gc
+
+    from faro_bluesky.devices import Frame, FrameCache, _frames
+
+    before = len(_frames._READOUT_LISTENERS)
+    analyzer = Analyzer(stimulator=FractionOfCells())
+    assert len(_frames._READOUT_LISTENERS) == before + 1
+    del analyzer
+    gc.collect()
+    FrameCache().add(Frame("memory://x", 0, np.zeros((2, 2), np.uint16), 0.0, 1.0))
+    assert len(_frames._READOUT_LISTENERS) == before  # removed itself at the next readout
