@@ -135,7 +135,9 @@ class JobFeed:
         """
         setup = self._setup
         loc = (frame.uri, frame.index)
-        if setup.stimulator is None or not run.start or run.ended or loc in run.speculative:
+        if setup.stimulator is None or run.ended or frame.uri not in run.uris:
+            return  # (a run's first frame: its array is known from its event on)
+        if loc in run.speculative:
             return
         if run.inflight >= setup.max_inflight:
             return
@@ -191,6 +193,7 @@ class JobFeed:
         worker; otherwise the stack's own job segments it as usual.
         """
         setup = self._setup
+        run.uris.add(frame.uri)
         if self.adopt(run, frame):  # segmented at its readout already
             return
         awaited = setup.stimulator is not None and (frame.stim or run.stim_mode == "previous")

@@ -115,6 +115,7 @@ class VisitPipeline:
         """A complete stack: a reference joins its visit, an image stack starts one."""
         stack, run = msg.stack, self.run
         head = stack.head
+        run.uris.add(head.uri)
         self._completion.ensure_outputs(run, head.uri)
         run.n_frames = max(run.n_frames, *(f.index + 1 for f in stack.frames))
         key = (head.fov, head.t)

@@ -68,6 +68,9 @@ class AnalysisRun:
     planes: dict[Key, tuple[FrameRef, NDArray, float]] = field(default_factory=dict)
     """The plane each early segmentation started from: its frame, pixels, and when the
     pixels were in hand (``time.time``)."""
+    uris: set[str] = field(default_factory=set)
+    """The camera arrays this run's frames are in (from its events): only their readouts
+    are segmented speculatively (not another plan's, another analyzer's run's)."""
     speculative: dict[tuple[str, int], Speculation] = field(default_factory=dict)
     """Frames segmented at their readout, by ``(uri, index)``, until their event names
     their visit (`JobFeed.speculate`)."""
