@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -21,6 +22,7 @@ from bluesky.protocols import Movable, Stoppable
 from numpy.typing import NDArray
 from ophyd_async.core import (
     AsyncStatus,
+    SignalR,
     StandardReadable,
     StandardReadableFormat,
     soft_signal_r_and_setter,
@@ -31,6 +33,11 @@ from ..schema import MaskTimes, MaskTiming
 MaskLike = NDArray | bool | None
 _UNTIMED = MaskTimes()
 _NO_SPAN = (math.nan, math.nan)
+
+
+def _epoch_signal() -> tuple[SignalR[float], Callable[[float], None]]:
+    """A read-only time (epoch s) the mask source reports; NaN until it does."""
+    return soft_signal_r_and_setter(float, math.nan, units="s")
 
 
 def _spans(spans: tuple[tuple[float, float], ...]) -> list[tuple[float, float]]:
@@ -104,29 +111,17 @@ class MaskFacet(StandardReadable, Movable[tuple[int, int]], Stoppable):
             self.t, self._set_t = soft_signal_r_and_setter(int, -1)
             self.missed, self._set_missed = soft_signal_r_and_setter(bool, False)
             self.wait_ms, self._set_wait_ms = soft_signal_r_and_setter(float, 0.0, units="ms")
-            self.pixels_at, self._set_pixels_at = soft_signal_r_and_setter(
-                float, math.nan, units="s"
-            )
-            self.labels_at, self._set_labels_at = soft_signal_r_and_setter(
-                float, math.nan, units="s"
-            )
+            self.pixels_at, self._set_pixels_at = _epoch_signal()
+            self.labels_at, self._set_labels_at = _epoch_signal()
             self.compute_ms, self._set_compute_ms = soft_signal_r_and_setter(
                 float, math.nan, units="ms"
             )
             # a mask from the segmenter's plane: when its segmentation and its later steps
             # ran (``MaskTimes.compute_spans``)
-            self.segment_start, self._set_segment_start = soft_signal_r_and_setter(
-                float, math.nan, units="s"
-            )
-            self.segment_end, self._set_segment_end = soft_signal_r_and_setter(
-                float, math.nan, units="s"
-            )
-            self.steps_start, self._set_steps_start = soft_signal_r_and_setter(
-                float, math.nan, units="s"
-            )
-            self.steps_end, self._set_steps_end = soft_signal_r_and_setter(
-                float, math.nan, units="s"
-            )
+            self.segment_start, self._set_segment_start = _epoch_signal()
+            self.segment_end, self._set_segment_end = _epoch_signal()
+            self.steps_start, self._set_steps_start = _epoch_signal()
+            self.steps_end, self._set_steps_end = _epoch_signal()
         super().__init__(name=name)
 
     async def stop(self, success: bool = True) -> None:

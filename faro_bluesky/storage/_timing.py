@@ -162,8 +162,6 @@ def _on_the_path(out: pd.DataFrame) -> None:
         values = out[column].to_numpy(float)
         out[column] = np.where(np.isfinite(values) & (values < end), end, values)
     for i, spans in enumerate(out["spans"]):
-        if spans is None:
-            continue
         pairs = np.asarray(spans, dtype=float).reshape(-1, 2)
         pairs = pairs[np.isfinite(pairs).all(axis=1)]
         if not len(pairs):

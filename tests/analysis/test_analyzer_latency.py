@@ -22,6 +22,16 @@ from faro_bluesky.plans import Channel, Phase, optogenetic_plan
 from faro_bluesky.sim import sim_microscope
 
 STIM_FRAMES = {(fov, t) for fov in (0, 1) for t in (1, 3)}
+FOVS = [(0, 0), (300, 0)]
+PHASE = Phase(
+    "p",
+    interval=0.05,
+    n_frames=4,
+    channels=[Channel("miRFP", 10), Channel("ERKKTR", 10)],
+    stim_channels=[Channel("Cyan", 50, power=50)],
+    stim_frames=(1, 3),
+)
+"""The recorded run: lighting the whole field at t = 1 and 3 of each FOV's 4 timepoints."""
 
 
 @pytest.fixture(scope="module")
@@ -31,15 +41,7 @@ def stim_run(tmp_path_factory) -> list[tuple[str, dict]]:
     scope = sim_microscope(seed=3, data_dir=tmp_path_factory.mktemp("data"), image_shape=(256, 256))
     docs: list[tuple[str, dict]] = []
     RE.subscribe(lambda name, doc: docs.append((name, doc)))
-    phase = Phase(
-        "p",
-        interval=0.05,
-        n_frames=4,
-        channels=[Channel("miRFP", 10), Channel("ERKKTR", 10)],
-        stim_channels=[Channel("Cyan", 50, power=50)],
-        stim_frames=(1, 3),
-    )
-    RE(optogenetic_plan([(0, 0), (300, 0)], [phase], microscope=scope, stim_mask=True))
+    RE(optogenetic_plan(FOVS, [PHASE], microscope=scope, stim_mask=True))
     scope.close()  # no camera cache left: the analyzers read the zarr store
     return docs
 
@@ -333,16 +335,7 @@ def test_a_plane_is_segmented_at_its_readout_and_its_event_adopts_the_result(tmp
 
     fed: list[tuple[str, dict]] = []
     RE.subscribe(first_event_only)
-    phase = Phase(
-        "p",
-        interval=0.05,
-        n_frames=4,
-        channels=[Channel("miRFP", 10), Channel("ERKKTR", 10)],
-        stim_channels=[Channel("Cyan", 50, power=50)],
-        stim_frames=(1, 3),
-    )
-    fovs = [(0, 0), (300, 0)]
-    RE(optogenetic_plan(fovs, [phase], microscope=scope, stim_mask=True))
+    RE(optogenetic_plan(FOVS, [PHASE], microscope=scope, stim_mask=True))
     assert analyzer.wait_idle(60)
     # each miRFP frame (2 FOVs x 4) but the first, at its readout
     assert len(segmenter.planes) == 7
