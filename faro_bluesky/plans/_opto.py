@@ -48,10 +48,11 @@ logger = logging.getLogger(__name__)
 
 Element = Phase | Wait | Parallel | Callable[["DecisionContext"], Any]
 DEFAULT_MASK_TIMEOUT = 80.0  # s, faro's default
-# s before a visit is due that the plan wakes and sends its first trigger, which the camera
-# holds until the due time: more than the event loop's wake-up jitter plus a trigger's
-# hand-over (~1 + ~0.7 ms, measured), small enough to be idle time
-_TRIGGER_LEAD_S = 0.003
+# s before a visit is due that the plan wakes and sends its first trigger, which the camera's
+# thread holds until the due time (a plain sleep there: ~0.5 ms late). The way from the
+# event loop's wake-up to that thread is ~2 ms on a busy machine but 15-27 ms after a
+# second of idle on an idle VM (measured, docs/decisions/0062): the lead covers that
+_TRIGGER_LEAD_S = 0.03
 
 
 @dataclass
