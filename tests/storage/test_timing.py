@@ -139,6 +139,9 @@ def test_a_mask_source_without_times_still_gives_the_plans_stages(RE, calibrated
     lat = _live_timing(docs).latency
     assert lat[["pixels", "labels", "mask", "compute", "framework"]].isna().all().all()
     assert lat[["pixels_to_mask", "dmd", "stim", "total"]].notna().all().all()
+    # known before the visit: ready at the exposure's end, the pattern shown after it
+    assert (lat["pixels_to_mask"] == 0).all() and (lat["dmd"] > 0).all()
+    assert np.allclose(lat["dmd"] + lat["stim"], lat["total"])
 
 
 def test_a_mask_event_recorded_before_the_times_parses_with_nan():
