@@ -127,7 +127,7 @@ class Completion:
             except Exception as exc:  # the journals stay, readable: the run is not lost
                 self._errors.record("storage", exc)
         if run.labels is not None:
-            run.labels.finish(run.n_frames)
+            run.labels.finish(run.n_frames, recorded=run.recorded)
         run.ended = False
 
     # ------------------------------------------------------------- helpers

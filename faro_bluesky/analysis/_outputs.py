@@ -83,14 +83,19 @@ class LabelStore:
                 array.resize((length, *array.shape[1:]))
         self._length = length
 
-    def finish(self, n_frames: int | None) -> None:
+    def finish(self, n_frames: int | None, recorded: int | None = None) -> None:
         """Give every label array the raw array's length, as NGFF readers expect.
 
         That is the image's own length when the store holds the image (the run's store):
         ``n_frames``, the frames the analysis saw, falls short of it when the run ended in
-        the middle of a visit.
+        the middle of a visit. ``recorded``: the frames the stop document counts; an image
+        the camera has not closed yet is longer (it grows in steps and is trimmed when the
+        camera unstages, after the stop).
         """
-        lengths = [n for n in (n_frames, self._image_length()) if n is not None]
+        image = self._image_length()
+        if image is not None and recorded:
+            image = min(image, recorded)
+        lengths = [n for n in (n_frames, image) if n is not None]
         if not lengths:
             return
         with self._lock:

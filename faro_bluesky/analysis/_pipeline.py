@@ -23,7 +23,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from ..schema import FrameKind
+from ..schema import FrameKind, Stream
 from ._completion import Completion
 from ._documents import FrameReader, Stack
 from ._feed import JobFeed
@@ -85,6 +85,7 @@ class VisitPipeline:
         """The run's stop: release held visits, drop early jobs of incomplete visits."""
         run = self.run
         run.ended = True
+        run.recorded = msg.doc.get("num_events", {}).get(Stream.PRIMARY) or None
         self.release_after_mask()
         for key in [k for k, job in run.early.items() if job is not None]:
             if key not in run.visits:  # the run stopped before the rest of the visit

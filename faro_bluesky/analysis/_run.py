@@ -93,6 +93,8 @@ class AnalysisRun:
     visits_done: int = 0
     n_frames: int = 0
     """Raw frames seen (label arrays are trimmed to it when the run finishes)."""
+    recorded: int | None = None
+    """Frame events the stop document counts (stream ``primary``), once it came."""
     ended: bool = False
     """Its stop came (or a next run is waiting): finish once nothing is busy."""
 

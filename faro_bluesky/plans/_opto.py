@@ -42,7 +42,7 @@ from ._stubs import (
 )
 from ._tags import MissedVisit, PauseClock, VisitTag
 from ._validate import calibration_warnings, timing_warnings, validate_experiment
-from ._visit import prepare_visit, visit
+from ._visit import frame_readables, prepare_visit, visit
 
 logger = logging.getLogger(__name__)
 
@@ -368,6 +368,12 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
             group = f"prepare-{id(clock)}"
             yield Msg("prepare", scope.camera, TriggerInfo(), group=group)
             yield Msg("wait", None, group=group)
+            # the frames' stream is described now, before the clock starts, not by the first
+            # frame's event (describing six devices delayed the first visit ~10 ms)
+            frame_devices = [scope.camera, *frame_readables(scope, light, tag)]
+            yield Msg("declare_stream", None, *frame_devices, name=Stream.PRIMARY)
+            if self._schedule is not None and self._schedule.columns()["stim"].any():
+                yield Msg("declare_stream", None, masks, name=Stream.MASK)  # (the same)
             # The schedule's clock starts when the first visit is ready (stage there, preset
             # set), so that visit is not late by its own preparation.
             t0: float | None = None

@@ -30,7 +30,7 @@ from ._stubs import (
 )
 from ._tags import PauseClock, VisitTag
 
-__all__ = ["prepare_visit", "visit"]
+__all__ = ["frame_readables", "prepare_visit", "visit"]
 
 
 def visit(
@@ -69,13 +69,7 @@ def visit(
         yield from move(scope.stage, v.xy, clock=clock)
         applied["xy"] = v.xy
     light = scope.dmd if light is None else light
-    # every frame's event says when it was exposed and what the light showed meanwhile (the
-    # timestamp of its reading: when the pattern went up): latency from documents alone
-    # the channel and the light first: a stimulation moves them, so the last imaging
-    # frame's event reads them before it starts (`OpenEvent`)
-    readables: list[Any] = [scope.channel] + ([light] if light is not None else [])
-    readables += [scope.stage, scope.camera.timing]
-    readables += [tag] if tag is not None else []
+    readables = frame_readables(scope, light, tag)
     common = {"readables": readables, "tag": tag, "clock": clock, "applied": applied}
     state = {"clock": clock, "applied": applied}
     fixed = masks is not None and isinstance(masks.provider, FixedMask)  # known beforehand
@@ -146,6 +140,22 @@ def visit(
         raise
     if per_visit:
         yield from trigger_and_read_complete([*per_visit, tag] if tag else per_visit, "per_visit")
+
+
+def frame_readables(
+    microscope: Microscope, light: PatternedLight | None = None, tag: VisitTag | None = None
+) -> list[Any]:
+    """What each frame's event reads besides the camera, in order (``light``: the DMD's).
+
+    Every frame's event says when it was exposed and what the light showed meanwhile (the
+    timestamp of its reading: when the pattern went up): latency from documents alone.
+    The channel and the light come first: a stimulation moves them, so the last imaging
+    frame's event reads them before it starts (`OpenEvent`).
+    """
+    light = microscope.dmd if light is None else light
+    readables: list[Any] = [microscope.channel] + ([light] if light is not None else [])
+    readables += [microscope.stage, microscope.camera.timing]
+    return readables + ([tag] if tag is not None else [])
 
 
 def prepare_visit(

@@ -4,14 +4,16 @@ tiled's ``run.documents()`` gives ``start, descriptors, events..., stream_resour
 stream_datum (one, merged), stop``, with internal arrays as nested lists (see
 bluesky-stack.md 5.4). A consumer driven live (the analyzer) sees instead, per frame:
 ``stream_datum`` then its ``event``, the ``stream_resource`` before the first datum and
-each descriptor before its first event. `live_order` rebuilds that: events in time order,
-one stream_datum per event split from the merged one (uid ``<resource uid>/<index>``, as
-ophyd-async makes them), arrays back as numpy arrays of the descriptor's dtype. Event
-data and their order then equal the live run's; only datum uids differ.
+each descriptor before its first event (a declared one at its declaration). `live_order`
+rebuilds that: events in time order, descriptors by their time, one stream_datum per event
+split from the merged one (uid ``<resource uid>/<index>``, as ophyd-async makes them),
+arrays back as numpy arrays of the descriptor's dtype. Event data and their order then
+equal the live run's; only datum uids differ.
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -80,8 +82,16 @@ def live_order(documents: Iterable[Document]) -> Iterator[Document]:
     yield from other
     arrays = {uid: _array_keys(d) for uid, d in descriptors.items()}
     emitted: set[str] = set()
+    # a descriptor goes out before its stream's first event, or earlier: a stream the plan
+    # declared at its start (`declare_stream`) was described before any event
+    by_time = sorted(descriptors.values(), key=lambda d: d.get("time", math.inf))
     for event in sorted(events, key=lambda e: (e["time"], e["seq_num"])):
         desc = event["descriptor"]
+        while by_time and by_time[0].get("time", math.inf) <= event["time"]:
+            declared = by_time.pop(0)
+            if declared["uid"] not in emitted:
+                emitted.add(declared["uid"])
+                yield "descriptor", declared
         if desc not in emitted and desc in descriptors:
             emitted.add(desc)
             yield "descriptor", descriptors[desc]
