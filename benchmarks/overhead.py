@@ -228,6 +228,8 @@ def memory(n: int) -> None:
     t0 = time.perf_counter()
     RE(optogenetic_plan([(0, 0)], [phase], microscope=scope, analyzer=None))
     dt = time.perf_counter() - t0
+    scope.close()
+    catalog.close()  # (its per-FOV views are built after the run: not at interpreter exit)
     print(f"memory over {n} frames with the catalog ({dt / n * 1000:.1f} ms/frame, {load()}):")
     for seq, rss in marks:
         print(f"  frame {seq:6d}: max RSS {rss / 1024:.0f} MB")

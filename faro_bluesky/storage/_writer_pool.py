@@ -212,7 +212,10 @@ def _release(process: WriterProcess) -> None:
         old.retire()
     timer = threading.Timer(IDLE_S, _expire, (process, since))
     timer.daemon = True
-    timer.start()
+    try:
+        timer.start()
+    except RuntimeError:  # the interpreter is exiting: no later writer will want it
+        _expire(process, since)
 
 
 def _expire(process: WriterProcess, since: float) -> None:
