@@ -69,7 +69,7 @@ class JobFeed:
             return False
         if not (frame.stim and run.stim_mode == "current") or run.ended:
             return False
-        if needs & {Need.TRACKS, Need.HISTORY}:
+        if self.needs_tracks():
             return not run.order[frame.fov] and all(k[0] != frame.fov for k in run.premasked)
         return True
 
@@ -77,6 +77,10 @@ class JobFeed:
         """What the stimulator needs before its mask (nothing without one)."""
         stimulator = self._setup.stimulator
         return frozenset() if stimulator is None else stimulator.needs
+
+    def needs_tracks(self) -> bool:
+        """Whether the stimulator's mask waits for the tracker (`TRACKS` or `HISTORY`)."""
+        return bool(self.needs() & {Need.TRACKS, Need.HISTORY})
 
     def _with_features_now(self, visit: Visit) -> bool:
         """A frame whose mask is awaited gets only what the stimulator needs before it."""

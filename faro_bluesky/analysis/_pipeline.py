@@ -186,7 +186,7 @@ class VisitPipeline:
             setup.features, segmentation.labels, visit.image, visit.info, with_features=False
         )
         run.premasked[key] = visit
-        if not self._feed.needs() & {Need.TRACKS, Need.HISTORY}:
+        if not self._feed.needs_tracks():
             visit.spans.append((started, time.time()))
             stimulate(setup, self._errors, visit, visit.result.cells)
         else:
@@ -200,10 +200,7 @@ class VisitPipeline:
             visit.spans.append((started, time.time()))
             visit.tracked = True
             run.recent[key[0]].append(visit.cells)
-            history = visit.cells
-            if Need.HISTORY in self._feed.needs():
-                history = pd.concat(run.recent[key[0]], ignore_index=True)
-            stimulate(setup, self._errors, visit, history)
+            stimulate(setup, self._errors, visit, self._stimulator_tracks(key[0], visit.cells))
         visit.compute_ms = sum(end - start for start, end in visit.spans) * 1000.0
 
     def _adopt(self, visit: Visit, stack: Stack, arrived: float) -> None:
@@ -252,7 +249,7 @@ class VisitPipeline:
     # ------------------------------------------------------ ordering, masks
     def _mask_untracked(self, visit: Visit) -> None:
         """Settle a mask that does not wait for the tracker: as soon as the frame is segmented."""
-        if not visit.needs_mask or self._feed.needs() & {Need.TRACKS, Need.HISTORY}:
+        if not visit.needs_mask or self._feed.needs_tracks():
             return
         if visit.failed:
             skip_mask(self._setup.board, visit)
@@ -286,11 +283,7 @@ class VisitPipeline:
             self._completion.complete(self.run, visit)
             return
         if visit.needs_mask and not visit.masked:
-            if Need.HISTORY in self._feed.needs():
-                history = pd.concat(self.run.recent[fov], ignore_index=True)
-            else:
-                history = visit.cells
-            stimulate(self._setup, self._errors, visit, history)
+            stimulate(self._setup, self._errors, visit, self._stimulator_tracks(fov, visit.cells))
             if visit.mask is not None:
                 # The plan is now projecting this mask and exposing: the rest of the visit
                 # (features, labels, tracks) would compete with it for the interpreter, so
@@ -298,6 +291,15 @@ class VisitPipeline:
                 self.run.after_mask[visit.key] = (visit, time.monotonic() + AFTER_MASK_HOLD_S)
                 return
         self._finish_visit(visit)
+
+    def _stimulator_tracks(self, fov: int, cells: pd.DataFrame) -> pd.DataFrame:
+        """The tracks the stimulator gets: this frame's rows, or the FOV's recent ones.
+
+        With `Need.HISTORY` the FOV's last frames (``cells`` are already among them).
+        """
+        if Need.HISTORY in self._feed.needs():
+            return pd.concat(self.run.recent[fov], ignore_index=True)
+        return cells
 
     # --------------------------------------------------------- after the mask
     def release_after_mask(self, fov: int | None = None, *, due_only: bool = False) -> None:

@@ -21,6 +21,14 @@ from faro_bluesky.analysis.components import ErkKtrFeatures, FractionOfCells, Ot
 from faro_bluesky.plans import Channel, Phase, optogenetic_plan
 from faro_bluesky.sim import sim_microscope
 
+
+def feed(analyzer: Analyzer, docs) -> None:
+    """Hand ``docs`` to ``analyzer`` as the RunEngine would, then wait until it is idle."""
+    for name, doc in docs:
+        analyzer(name, doc)
+    assert analyzer.wait_idle(60)
+
+
 STIM_FRAMES = {(fov, t) for fov in (0, 1) for t in (1, 3)}
 FOVS = [(0, 0), (300, 0)]
 PHASE = Phase(
@@ -55,9 +63,7 @@ def analyse(docs, stimulator, features=None, segmenter=None, **kw) -> Analyzer:
     )
     if isinstance(features, WatchedFeatures):
         features.board = analyzer.board
-    for name, doc in docs:
-        analyzer(name, doc)
-    assert analyzer.wait_idle(60)
+    feed(analyzer, docs)
     return analyzer
 
 
@@ -152,14 +158,10 @@ def test_segmentation_starts_with_the_segmenters_plane_of_an_awaited_visit(stim_
         output=tmp_path,
     )
     cut = first_plane_of(stim_run, 0, 1) + 1
-    for name, doc in stim_run[:cut]:
-        analyzer(name, doc)
-    assert analyzer.wait_idle(60)
+    feed(analyzer, stim_run[:cut])
     # t = 0 (both FOVs, nothing awaited) was segmented with its stack; visit (0, 1) before
     assert len(segmenter.planes) == 3
-    for name, doc in stim_run[cut:]:
-        analyzer(name, doc)
-    assert analyzer.wait_idle(60)
+    feed(analyzer, stim_run[cut:])
     tracks = analyzer.tracks()
     analyzer.close()
     assert not analyzer.errors
@@ -179,13 +181,9 @@ def test_a_run_stopped_after_the_first_plane_of_an_awaited_visit_still_ends(stim
     )
     cut = first_plane_of(stim_run, 0, 1) + 1
     (stop,) = [doc for name, doc in stim_run if name == "stop"]
-    for name, doc in [*stim_run[:cut], ("stop", stop)]:
-        analyzer(name, doc)
-    assert analyzer.wait_idle(60)
+    feed(analyzer, [*stim_run[:cut], ("stop", stop)])
     assert sorted((s.fov, s.t) for s in analyzer.summaries) == [(0, 0), (1, 0)]
-    for name, doc in stim_run:  # the next run
-        analyzer(name, doc)
-    assert analyzer.wait_idle(60)
+    feed(analyzer, stim_run)  # the next run
     analyzer.close()
     assert not analyzer.errors
     assert len(analyzer.summaries) == 2 + 8
@@ -256,14 +254,10 @@ def test_a_mask_needing_only_labels_goes_out_before_the_visits_other_planes(
         output=tmp_path,
     )
     cut = first_plane_of(stim_run, 0, 1) + 1
-    for name, doc in stim_run[:cut]:
-        analyzer(name, doc)
-    assert analyzer.wait_idle(60)
+    feed(analyzer, stim_run[:cut])
     early = not set(needs) & {Need.STACK, Need.FEATURES}
     assert (analyzer.board.peek(0, 1) is not None) == early
-    for name, doc in stim_run[cut:]:
-        analyzer(name, doc)
-    assert analyzer.wait_idle(60)
+    feed(analyzer, stim_run[cut:])
     tracks = analyzer.tracks()
     analyzer.close()
     assert not analyzer.errors
@@ -339,9 +333,7 @@ def test_a_plane_is_segmented_at_its_readout_and_its_event_adopts_the_result(tmp
     assert analyzer.wait_idle(60)
     # each miRFP frame (2 FOVs x 4) but the first, at its readout
     assert len(segmenter.planes) == 7
-    for name, doc in docs[len(fed) :]:
-        analyzer(name, doc)
-    assert analyzer.wait_idle(60)
+    feed(analyzer, docs[len(fed) :])
     tracks = analyzer.tracks()
     analyzer.close()
     scope.close()
