@@ -210,11 +210,22 @@ class Camera(StandardDetector):
         error = self._acquire.error
         raise RuntimeError(f"{self.name or 'camera'} acquisition failed: {error}") from error
 
+    def trigger(self) -> AsyncStatus:
+        """Snap one frame; done when it is in `frames` and queued for disk.
+
+        The snap starts before this returns (`MMAcquireLogic.begin_snap`), so the
+        exposure runs while the RunEngine reads the frame's settings.
+        """
+        self._acquire.begin_snap()
+        return self._trigger()
+
     @AsyncStatus.wrap
-    async def trigger(self) -> None:
-        """Snap one frame; done when it is on disk and in `frames`."""
+    async def _trigger(self) -> None:
         self._acquire.failed.clear()
-        await self._fail_fast(super().trigger())
+        try:
+            await self._fail_fast(super().trigger())
+        finally:
+            self._acquire.forget_snap()  # (none left unless the trigger failed early)
 
     @AsyncStatus.wrap
     async def complete(self) -> None:

@@ -35,6 +35,7 @@ from ._schedule import Schedule, Visit, schedule, schedule_problems
 from ._session import session_analyzer, session_microscope
 from ._stubs import (
     expose_at,
+    frame_devices,
     move,
     read_event,
     record_summaries,
@@ -370,8 +371,8 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
             yield Msg("wait", None, group=group)
             # the frames' stream is described now, before the clock starts, not by the first
             # frame's event (describing six devices delayed the first visit ~10 ms)
-            frame_devices = [scope.camera, *frame_readables(scope, light, tag)]
-            yield Msg("declare_stream", None, *frame_devices, name=Stream.PRIMARY)
+            devices = frame_devices(scope.camera, frame_readables(scope, light, tag))
+            yield Msg("declare_stream", None, *devices, name=Stream.PRIMARY)
             if self._schedule is not None and self._schedule.columns()["stim"].any():
                 yield Msg("declare_stream", None, masks, name=Stream.MASK)  # (the same)
             # The schedule's clock starts when the first visit is ready (stage there, preset

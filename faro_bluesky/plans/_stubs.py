@@ -168,9 +168,7 @@ def finish_trigger(group: str, triggered: list[tuple[Any, Any]]) -> MsgGenerator
             raise DeviceFault(getattr(obj, "name", "") or type(obj).__name__, error) from error
 
 
-def begin_event(
-    devices: Sequence[Readable], name: str, *, later: Sequence[Readable] = ()
-) -> MsgGenerator[dict[str, Any]]:
+def begin_event(devices: Sequence[Readable], name: str) -> MsgGenerator[dict[str, Any]]:
     """Take the readings of one event of stream ``name``; its ``save`` is the caller's.
 
     The readings (and the camera's stream datum) are fixed here, so the caller may move
@@ -178,14 +176,13 @@ def begin_event(
     while the next frame is exposed. A stop or abort thrown in while the readings are
     taken (after a pause at once cut one short) drops the half-made event, so the run's
     clean-up (a closing baseline, the stop) can record its own events instead of failing
-    on the open one. Devices in ``later`` are not read here (`OpenEvent.rest`).
+    on the open one.
     """
     yield Msg("create", None, name=name)
     readings: dict[str, Any] = {}
     try:
         for obj in devices:
-            if not any(obj is x for x in later):
-                readings.update((yield Msg("read", obj)))
+            readings.update((yield Msg("read", obj)))
     except BaseException:
         yield Msg("drop")
         raise
@@ -202,12 +199,13 @@ def read_event(devices: Sequence[Readable], name: str) -> MsgGenerator[dict[str,
 class OpenEvent:
     """An event begun and not saved yet: the caller finishes it once its next step is under way.
 
-    `acquire` leaves its last frame's event open in one (``keep_open``): it reads the
-    devices up to the last of the ``early`` ones (those the caller moves next: the
-    stimulation's preset and pattern; put them first) at once and leaves the other
-    readings (stage, timing, tags; none of which the next step changes before its own
-    trigger) and the save to `save`, which the caller runs while the devices move.
-    `save` is a no-op once done, so every path (success, a failure, a stop) can call it.
+    `acquire` reads each frame's settings into one while the frame is exposed and saves it
+    while the next one is. With ``keep_open`` it leaves its last frame's event open for
+    the caller: it reads the devices up to the last of the ``early`` ones (those the caller
+    moves next: the stimulation's preset and pattern; put them first) and leaves the other
+    readings (timing, camera; none of which the next step changes before its own trigger)
+    and the save to `save`, which the caller runs while the devices move. `save` is a
+    no-op once done, so every path (success, a failure, a stop) can call it.
     """
 
     def __init__(self, early: Sequence[Readable] = ()) -> None:
@@ -215,18 +213,60 @@ class OpenEvent:
         self.rest: list[Readable] = []
         self.open = False
 
-    def save(self) -> MsgGenerator[None]:
+    def begin(
+        self, devices: Sequence[Readable], name: str, *, awaited: bool = False
+    ) -> MsgGenerator[dict[str, Any]]:
+        """Open the event in stream ``name`` with the readings of ``devices``.
+
+        ``awaited``: statuses the caller waits for next are under way (see `_send`).
+        """
+        yield from _send(Msg("create", None, name=name), awaited)
+        self.open = True
+        return (yield from self.read(devices, awaited=awaited))
+
+    def read(
+        self, devices: Sequence[Readable], *, awaited: bool = False
+    ) -> MsgGenerator[dict[str, Any]]:
+        """Add the readings of ``devices``; a failure (or a stop thrown in) drops the event."""
+        readings: dict[str, Any] = {}
+        try:
+            for obj in devices:
+                readings.update((yield from _send(Msg("read", obj), awaited)) or {})
+        except BaseException:
+            yield from self.drop()
+            raise
+        return readings
+
+    def drop(self) -> MsgGenerator[None]:
+        """Discard the event, if it is still open (its frame was not taken)."""
+        if self.open:
+            self.open = False
+            yield Msg("drop")
+
+    def save(self, *, awaited: bool = False) -> MsgGenerator[None]:
         """Take the remaining readings and save the event, if it is still open."""
         if not self.open:
             return
+        yield from self.read(self.rest, awaited=awaited)
         self.open = False
-        try:
-            for obj in self.rest:
-                yield Msg("read", obj)
-        except BaseException:
-            yield Msg("drop")
-            raise
-        yield Msg("save")
+        yield from _send(Msg("save"), awaited)
+
+
+def _send(msg: Msg, awaited: bool) -> MsgGenerator[Any]:
+    """Yield ``msg``; with ``awaited``, a failed status thrown in with its response is let go.
+
+    The RunEngine throws a status's failure into the plan at its next message, even one
+    that does not wait for it (that message is done; only its response is lost). Between
+    a trigger and its wait the plan composes events: the trigger's failure belongs to that
+    wait, which finds it again (`finish_trigger`), not to the event (a failed snap would
+    otherwise drop the previous frame's event, or end the run instead of missing a visit).
+    """
+    if not awaited:
+        return (yield msg)
+    try:
+        return (yield msg)
+    except FailedStatus:
+        return None
 
 
 def trigger_and_read_complete(
@@ -326,15 +366,18 @@ def acquire(
     frames come from a camera sequence that switches the presets itself
     (`Camera.sequence_channels`); the channel device only records each frame's preset.
 
-    Each frame's event is saved while the next frame is exposed; with ``keep_open`` (an
-    `OpenEvent`) the last one is left open in it for the caller to save once it has
-    started what comes next (the experiment plan: the stimulation's preset and pattern).
+    Each frame's event reads the frame's settings (``readables`` up to the camera's
+    timing or anything triggered) while the frame is exposed, the camera once it is
+    taken, and is saved while the next frame is exposed: the RunEngine's work overlaps the
+    exposures (decision 0063). With ``keep_open`` (an `OpenEvent`) the last one is left
+    open in it for the caller to save once it has started what comes next (the experiment
+    plan: the stimulation's preset and pattern).
 
     Yields
     ------
     msg : Msg
-        ``set``/``wait`` on ``channel``, then ``trigger``/``wait``/``create``/``read``/
-        ``save`` per frame.
+        Per frame: ``set``/``wait`` on ``channel``; ``trigger``; the previous frame's
+        ``save``; ``create`` and the settings' ``read``; ``wait``; the camera's ``read``.
 
     Returns
     -------
@@ -343,7 +386,12 @@ def acquire(
 
     """
     out: list[dict[str, Any]] = []
-    devices = [camera, *readables]
+    devices = frame_devices(camera, readables)
+    triggered = [d for d in devices if isinstance(d, Triggerable)]  # (a slow check: once)
+    # A frame's settings (preset, pattern, stage, tags: what its trigger does not change)
+    # are read while it is exposed; the camera and its timing once it is taken. A camera
+    # sequence switches the preset itself: the channel records it after the frame.
+    early = 0 if sequenced else _settings_count(devices, camera)
     previous = OpenEvent()  # the previous frame's event: readings taken, save due
     try:
         for c, setting in enumerate(settings):
@@ -351,33 +399,55 @@ def acquire(
                 yield from set_channel(channel, setting, clock=clock, applied=applied)
             if tag is not None:
                 tag.frame_kind(kind, c, len(settings))
-            started = yield from start_trigger(devices)
+            started = yield from start_trigger(triggered)
             # composed while this frame is exposed, off its critical path
-            yield from previous.save()
-            yield from finish_trigger(*started)
+            yield from previous.save(awaited=True)
+            last = keep_open is not None and c == len(settings) - 1
+            event = keep_open if last else OpenEvent()
+            readings = yield from event.begin(devices[:early], stream, awaited=True)
+            try:
+                yield from finish_trigger(*started)
+            except BaseException:
+                yield from event.drop()  # no frame, no event (the previous one is saved)
+                raise
             if sequenced:
                 # a camera sequence switched the preset; the channel records it once the
                 # frame is taken (a pause during the trigger leaves no older reading)
                 yield from move(channel, replace(LightSetting.coerce(setting), sequenced=True))
-            last = keep_open is not None and c == len(settings) - 1
+            cut = len(devices)
             if last:  # up to what the caller moves next now; the rest when it saves
                 # (in the usual order: a stream's events must list their keys alike, or
                 # tiled refuses to append them to the stream's table)
-                cut = 1 + max(
-                    i for i, d in enumerate(devices) if any(d is e for e in keep_open.early)
+                cut = max(
+                    early,
+                    1 + max(i for i, d in enumerate(devices) if any(d is e for e in event.early)),
                 )
-                previous = keep_open
-                previous.rest = devices[cut:]
-            else:
-                previous.rest = []
-            out.append((yield from begin_event(devices, stream, later=previous.rest)))
-            previous.open = True
+            readings.update((yield from event.read(devices[early:cut])))
+            event.rest = devices[cut:]
+            out.append(readings)
+            previous = event
     except Exception:
         yield from previous.save()  # a frame taken is never lost: its event goes out first
         raise
     if keep_open is None:
         yield from previous.save()
     return out
+
+
+def frame_devices(camera: Camera, readables: Sequence[Readable]) -> list[Readable]:
+    """What a frame's event reads, in order: the ``readables``, then the camera.
+
+    The same order for every frame of a stream (tiled appends events to one table).
+    """
+    return [*readables, camera]
+
+
+def _settings_count(devices: Sequence[Any], camera: Camera) -> int:
+    """How many leading ``devices`` a trigger leaves as they are (readable while exposing)."""
+    for i, obj in enumerate(devices):
+        if obj is camera or obj is camera.timing or isinstance(obj, Triggerable):
+            return i
+    return len(devices)
 
 
 def fetch_mask(
@@ -461,7 +531,7 @@ def stimulate(
             if applied is None or applied.get("channel") != target:
                 yield Msg("set", channel, target, group=group)
             if unsaved is not None:  # the imaging frame's event, saved while they move
-                yield from unsaved.save()
+                yield from unsaved.save(awaited=True)
             try:
                 yield Msg("wait", None, group=group)
             except FailedStatus as exc:
@@ -473,9 +543,8 @@ def stimulate(
                 break
         if tag is not None:
             tag.frame_kind(FrameKind.STIM, c, len(settings))
-        out.append(
-            (yield from trigger_and_read_complete([camera, *readables], stream, clock=clock))
-        )
+        devices = frame_devices(camera, readables)
+        out.append((yield from trigger_and_read_complete(devices, stream, clock=clock)))
     if light is not None:
         yield from _mv(light, False)
     return out

@@ -149,13 +149,14 @@ def frame_readables(
 
     Every frame's event says when it was exposed and what the light showed meanwhile (the
     timestamp of its reading: when the pattern went up): latency from documents alone.
-    The channel and the light come first: a stimulation moves them, so the last imaging
-    frame's event reads them before it starts (`OpenEvent`).
+    The settings come first (channel and light, which a stimulation moves, then stage
+    and tags): `acquire` reads them while the frame is exposed; the camera's timing
+    last, with the camera (`frame_devices`), once the frame is taken.
     """
     light = microscope.dmd if light is None else light
     readables: list[Any] = [microscope.channel] + ([light] if light is not None else [])
-    readables += [microscope.stage, microscope.camera.timing]
-    return readables + ([tag] if tag is not None else [])
+    readables += [microscope.stage] + ([tag] if tag is not None else [])
+    return [*readables, microscope.camera.timing]
 
 
 def prepare_visit(

@@ -101,6 +101,31 @@ def test_fixed_mask_lights_only_the_chosen_cell(RE, docs, calibrated_scope):
     assert scope.core.getSLMImage().max() == 0  # blank after the stimulation
 
 
+def test_a_step_frame_reads_its_settings_while_it_is_exposed(RE, docs, scope):
+    """Per frame: trigger, then the settings' readings, then the wait, then the camera."""
+    log = []
+    RE.msg_hook = lambda msg: log.append((msg.command, msg.obj))
+    phase = Phase("p", interval=0.05, n_frames=2, channels=[Channel("miRFP", 5), Channel("BF", 5)])
+    RE(optogenetic_plan(FOVS[:1], [phase], microscope=scope))
+    RE.msg_hook = None
+    triggers = [i for i, (cmd, obj) in enumerate(log) if cmd == "trigger" and obj is scope.camera]
+    assert len(triggers) == 4
+    for i in triggers:
+        window = log[i + 1 : next(j for j in range(i, len(log)) if log[j][0] == "wait")]
+        read = [obj for cmd, obj in window if cmd == "read"]
+        assert ("create", None) in window
+        assert any(obj is scope.channel for obj in read) and any(obj is scope.stage for obj in read)
+        assert not any(obj is scope.camera or obj is scope.camera.timing for obj in read)
+    primary = events(docs, "primary")
+    assert [e["data"]["channel-config"] for e in primary] == ["miRFP", "BF"] * 2
+    for e in primary:  # the settings first, the frame's timing last, in every event alike
+        keys = list(e["data"])
+        assert keys[0].startswith("channel-") and keys[-1].startswith("camera-timing-")
+        assert e["data"]["camera-timing-start"] < e["data"]["camera-timing-end"]
+    datums = list(docs.of("stream_datum"))  # the frames themselves: one each
+    assert [d["indices"] for d in datums] == [{"start": i, "stop": i + 1} for i in range(4)]
+
+
 def test_stage_moves_only_when_the_fov_changes(RE, docs, scope):
     moves = []
     RE.msg_hook = lambda msg: (
