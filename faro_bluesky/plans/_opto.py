@@ -29,6 +29,7 @@ from ..schema import (
 from ._arguments import check_arguments
 from ._bursts import burst_at
 from ._errors import DeviceFault, ExperimentError
+from ._heap import frozen_heap
 from ._metadata import optogenetic_start
 from ._model import Parallel, Phase, Wait
 from ._schedule import Schedule, Visit, schedule, schedule_problems
@@ -464,7 +465,7 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
                     summary, settle=self.settle_timeout
                 )
 
-        plan = bpp.rewindable_wrapper(inner(), False)
+        plan = bpp.rewindable_wrapper(frozen_heap(inner()), False)
         if isinstance(analyzer, DocumentSink):
             # Subscribed for the run (a second subscription by the user is harmless: the
             # analyzer ignores a document it has just seen).

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import gc
+import threading
+
 import bluesky.preprocessors as bpp
 import numpy as np
 import pytest
+from bluesky.utils import RunEngineInterrupted
 from ophyd.sim import SynAxis, SynGauss
 
 from faro_bluesky.plans import Channel, ExperimentError, Phase, optogenetic_plan, wait
@@ -124,6 +128,31 @@ def test_a_step_frame_reads_its_settings_while_it_is_exposed(RE, docs, scope):
         assert e["data"]["camera-timing-start"] < e["data"]["camera-timing-end"]
     datums = list(docs.of("stream_datum"))  # the frames themselves: one each
     assert [d["indices"] for d in datums] == [{"start": i, "stop": i + 1} for i in range(4)]
+
+
+def test_the_objects_before_the_run_are_frozen_for_the_collector_until_it_ends(RE, scope):
+    """No full garbage collection of the whole process during the visits (decision 0064)."""
+    frozen = []
+    RE.subscribe(lambda name, doc: frozen.append(gc.get_freeze_count()), "event")
+    phase = Phase("p", interval=0.05, n_frames=2, channels=[Channel("miRFP", 5)])
+    RE(optogenetic_plan(FOVS[:1], [phase], microscope=scope))
+    assert len(frozen) >= 2 and min(frozen) > 1000  # (the process's modules and devices)
+    assert gc.get_freeze_count() == 0
+    pausing = threading.Event()
+
+    def pause(name, doc):  # (from another thread, as a user's Ctrl-C or a GUI would)
+        if not pausing.is_set():
+            pausing.set()
+            threading.Thread(target=RE.request_pause, kwargs={"defer": True}).start()
+
+    token = RE.subscribe(pause, "event")
+    longer = Phase("p", interval=0.05, n_frames=40, channels=[Channel("miRFP", 5)])
+    with pytest.raises(RunEngineInterrupted):
+        RE(optogenetic_plan(FOVS[:1], [longer], microscope=scope))
+    RE.unsubscribe(token)
+    assert RE.state == "paused" and gc.get_freeze_count() > 1000  # still in the run
+    RE.abort("ended another way")
+    assert gc.get_freeze_count() == 0
 
 
 def test_stage_moves_only_when_the_fov_changes(RE, docs, scope):
