@@ -317,7 +317,15 @@ class Catalog:
 
     # -------------------------------------------------------------- closing
     def close(self) -> None:
-        """Release the catalog's connection (the embedded app's thread)."""
+        """Finish the subscriptions' work, then release the connection (the app's thread).
+
+        An active `subscribe` is unsubscribed first: its queued documents are written and
+        its runs' per-FOV views built (each up to its ``drain_timeout``), so a script that
+        closes the catalog and exits does not cut them off at interpreter exit.
+        """
+        for subscription in list(self._subscriptions.values()):
+            subscription.unsubscribe()  # (a no-op once unsubscribed)
+        self._subscriptions.clear()
         context = getattr(self.client, "context", None)
         if context is not None:
             context.close()

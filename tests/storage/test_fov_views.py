@@ -236,3 +236,23 @@ def test_time_scale_is_the_longest_phase_and_unplanned_phases_are_measured():
     ]
     assert view.extra["time_s"] == times and view.stage_um is None
     assert [c.label for c in view.channels] == ["image 0"]  # a stock plan's frames
+
+
+def test_closing_the_catalog_finishes_its_subscription_first(tmp_path):
+    """A script that closes the catalog without unsubscribing still gets its views."""
+    catalog = Catalog.local(tmp_path / "catalog")
+    RE = RunEngine(context_managers=[], call_returns_result=True)
+    scope = sim_microscope(seed=4, data_dir=catalog.data_dir, image_shape=(64, 64))
+    subscription = catalog.subscribe(RE, process=False)  # (the thread writer starts faster)
+    phase = Phase("p", interval=0.05, n_frames=2, channels=IMAGING)
+    RE(optogenetic_plan([(0, 0), (300, 0)], [phase], microscope=scope))
+    scope.close()
+    catalog.close()
+    assert not subscription.active  # unsubscribed: its writes and view builds are done
+    reopened = Catalog.local(tmp_path / "catalog")
+    try:
+        store = reopened[-1].store_path
+        assert (store / "fovs" / "zarr.json").is_file()
+        assert sorted(p.name for p in (store / "fovs").iterdir() if p.is_dir()) == ["0", "1", "OME"]
+    finally:
+        reopened.close()
