@@ -4,8 +4,9 @@ pymmcore's C++ calls release the GIL. During interpreter finalization a daemon t
 runs one (or destroys a pymmcore object) is stopped with a forced unwind inside C++, and the
 process aborts ("FATAL: exception not rethrown", SIGABRT; seen in ~1 of 60 exits). The
 RunEngine's event loop runs on such a daemon thread, so at exit we stop the RunEngine loops
-(idle by then: ``RE(...)`` has returned) and wait for their threads, and we stop automatic
-garbage collection so no other thread triggers C++ destructors while Python shuts down.
+(idle by then: ``RE(...)`` has returned) and wait for their threads, close the microscopes
+still open (their devices follow ``core.events``), and we stop automatic garbage
+collection so no other thread triggers C++ destructors while Python shuts down.
 """
 
 from __future__ import annotations
@@ -38,8 +39,11 @@ def stop_event_loops() -> None:
 
 
 def quiet_exit() -> None:
-    """Stop RunEngine loops, collect garbage now, then no automatic collection."""
+    """Stop RunEngine loops, close open microscopes, collect now, then no automatic GC."""
+    from ._microscope import close_open_microscopes  # (imports this module)
+
     stop_event_loops()
+    close_open_microscopes()
     gc.collect()
     gc.disable()
 

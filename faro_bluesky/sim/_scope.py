@@ -14,6 +14,7 @@ from pymmcore_plus.experimental.unicore import UniMMCore
 
 from ..devices import DEFAULT_DATA_DIR, Microscope
 from ..devices._exit import quiet_exit, stop_event_loops  # the exit hook: see issue 13 point 6
+from ..devices._microscope import close_open_microscopes
 from ._sample import SampleParams, SimSample
 from ._world import SimWorld
 
@@ -87,6 +88,7 @@ def _unload_all() -> None:
     (SIGABRT, exit code 134); see also the note on the garbage collector below.
     """
     stop_event_loops()  # no device call may start while the cores are dismantled
+    close_open_microscopes()  # no device of ours follows a core that is dismantled
     for core in list(_CORES):
         try:
             core.unloadAllDevices()
