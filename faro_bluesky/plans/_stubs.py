@@ -168,31 +168,11 @@ def finish_trigger(group: str, triggered: list[tuple[Any, Any]]) -> MsgGenerator
             raise DeviceFault(getattr(obj, "name", "") or type(obj).__name__, error) from error
 
 
-def begin_event(devices: Sequence[Readable], name: str) -> MsgGenerator[dict[str, Any]]:
-    """Take the readings of one event of stream ``name``; its ``save`` is the caller's.
-
-    The readings (and the camera's stream datum) are fixed here, so the caller may move
-    or trigger devices before it saves: the experiment plan composes a frame's event
-    while the next frame is exposed. A stop or abort thrown in while the readings are
-    taken (after a pause at once cut one short) drops the half-made event, so the run's
-    clean-up (a closing baseline, the stop) can record its own events instead of failing
-    on the open one.
-    """
-    yield Msg("create", None, name=name)
-    readings: dict[str, Any] = {}
-    try:
-        for obj in devices:
-            readings.update((yield Msg("read", obj)))
-    except BaseException:
-        yield Msg("drop")
-        raise
-    return readings
-
-
 def read_event(devices: Sequence[Readable], name: str) -> MsgGenerator[dict[str, Any]]:
     """One event of stream ``name`` with the readings of ``devices``; return them."""
-    readings = yield from begin_event(devices, name)
-    yield Msg("save")
+    event = OpenEvent()
+    readings = yield from event.begin(devices, name)
+    yield from event.save()
     return readings
 
 
@@ -227,7 +207,12 @@ class OpenEvent:
     def read(
         self, devices: Sequence[Readable], *, awaited: bool = False
     ) -> MsgGenerator[dict[str, Any]]:
-        """Add the readings of ``devices``; a failure (or a stop thrown in) drops the event."""
+        """Add the readings of ``devices``; a failure (or a stop thrown in) drops the event.
+
+        A stop or abort thrown in while the readings are taken (after a pause at once cut
+        one short) so leaves no half-made event: the run's clean-up (a closing baseline,
+        the stop) can record its own events instead of failing on the open one.
+        """
         readings: dict[str, Any] = {}
         try:
             for obj in devices:
@@ -391,7 +376,7 @@ def acquire(
     # A frame's settings (preset, pattern, stage, tags: what its trigger does not change)
     # are read while it is exposed; the camera and its timing once it is taken. A camera
     # sequence switches the preset itself: the channel records it after the frame.
-    early = 0 if sequenced else _settings_count(devices, camera)
+    early = 0 if sequenced else _settings_count(devices, camera, triggered)
     previous = OpenEvent()  # the previous frame's event: readings taken, save due
     try:
         for c, setting in enumerate(settings):
@@ -442,10 +427,14 @@ def frame_devices(camera: Camera, readables: Sequence[Readable]) -> list[Readabl
     return [*readables, camera]
 
 
-def _settings_count(devices: Sequence[Any], camera: Camera) -> int:
-    """How many leading ``devices`` a trigger leaves as they are (readable while exposing)."""
+def _settings_count(devices: Sequence[Any], camera: Camera, triggered: Sequence[Any]) -> int:
+    """How many leading ``devices`` a trigger leaves as they are (readable while exposing).
+
+    ``triggered``: those of ``devices`` that are triggered (the camera and any other).
+    """
+    late = [camera, camera.timing, *triggered]
     for i, obj in enumerate(devices):
-        if obj is camera or obj is camera.timing or isinstance(obj, Triggerable):
+        if any(obj is x for x in late):
             return i
     return len(devices)
 
