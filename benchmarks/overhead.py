@@ -217,11 +217,12 @@ def memory(n: int) -> None:
     catalog = Catalog.local(Path(tmp) / "catalog")
     catalog.subscribe(RE)
     scope = sim_microscope(seed=0, data_dir=catalog.data_dir)
-    marks: list[tuple[int, float]] = []
+    marks: list[tuple[int, float, float]] = []
 
     def cb(name, doc):
         if name == "event" and doc["seq_num"] % max(1, n // 10) == 0:
-            marks.append((doc["seq_num"], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            marks.append((doc["seq_num"], peak, resident_mb()))
 
     RE.subscribe(cb)
     phase = Phase("mem", interval=0, n_frames=n, channels=[Channel("miRFP", 5)])
@@ -231,8 +232,21 @@ def memory(n: int) -> None:
     scope.close()
     catalog.close()  # (its per-FOV views are built after the run: not at interpreter exit)
     print(f"memory over {n} frames with the catalog ({dt / n * 1000:.1f} ms/frame, {load()}):")
-    for seq, rss in marks:
-        print(f"  frame {seq:6d}: max RSS {rss / 1024:.0f} MB")
+    for seq, peak, now in marks:
+        print(f"  frame {seq:6d}: max RSS {peak:.0f} MB, RSS now {now:.0f} MB")
+    if len(marks) > 4:
+        half = marks[len(marks) // 2]
+        per_k = (marks[-1][1] - half[1]) / max(1, marks[-1][0] - half[0]) * 1000
+        print(f"  max RSS over the second half: {per_k:+.1f} MB per 1000 frames")
+
+
+def resident_mb() -> float:
+    """The process's resident memory now (Linux; NaN elsewhere): the peak hides a fall."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return float("nan")
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ import zarr
 from numpy.typing import DTypeLike, NDArray
 from zarr.codecs import BloscCodec
 
+from ._native_heap import give_back_freed_memory
 from ._ngff import image, ome_attrs
 
 logger = logging.getLogger(__name__)
@@ -235,6 +236,9 @@ class ZarrFrameWriter:
                 self._done.notify_all()
             if stop:
                 return
+            if frames:
+                del batch, frames
+                give_back_freed_memory()  # what was just freed: resident memory stays flat
 
     def _write(self, frames: list[NDArray]) -> None:
         start, stop = self.written, self.written + len(frames)
