@@ -208,12 +208,18 @@ class XYStage(CoreDevice, Movable[Sequence[float]], Stoppable):
         self._target = [x, y]
         core = self._worker.core
         self._moves += 1
+        closed = False
         try:
             await self._worker.run(self._events.call_own, core.setXYPosition, self._label, x, y)
             await wait_until_idle(self._worker, self._label, "XY stage", (x, y))
+        except GeneratorExit:
+            # closed, never finished (its loop is gone): awaiting the core now would raise
+            closed = True
+            raise
         finally:
             try:
-                await self._refresh()
+                if not closed:
+                    await self._refresh()
             finally:
                 self._moves -= 1
 
