@@ -31,14 +31,14 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from ..devices import Frame, on_readout
+from ..devices import EXPOSURES, Frame, on_readout
 from ..schema import MaskTimes
 from ._board import MaskBoard
 from ._cluster import executor_for
 from ._completion import Completion
 from ._dispatch import Dispatcher
 from ._documents import DocumentIndex, FrameReader
-from ._messages import Exposed, Fired, FrameIn, StackIn, Start, Stop
+from ._messages import Exposed, Exposing, Fired, FrameIn, MaskOut, StackIn, Start, Stop
 from ._outputs import read_tracks
 from ._pipeline import VisitPipeline
 from ._protocols import (
@@ -148,7 +148,8 @@ class Analyzer:
             self, reader, self._errors, self._completion, self._dispatcher.post
         )
         self._dispatcher.route_to(self._pipeline)
-        self._stop_readout = _listen_to_readouts(weakref.WeakMethod(self._readout))
+        self._stop_readout = _listen(on_readout, weakref.WeakMethod(self._readout))
+        self._stop_exposing = _listen(EXPOSURES.subscribe, weakref.WeakMethod(self._exposing))
 
     # ------------------------------------------------------------ public facts
     @property
@@ -240,6 +241,13 @@ class Analyzer:
         """The mask computed from frame (fov, t); waits for its analysis (`MaskSource`)."""
         return await self.board.get(fov, t)
 
+    def mask_ready(self, fov: int, t: int) -> bool:
+        """Whether the mask of frame (fov, t) is out already (`ReadyMasks`).
+
+        The plan then saves that frame's event during the stimulation, not before it.
+        """
+        return self.board.decided(fov, t)
+
     def mask_times(self, fov: int, t: int) -> MaskTimes | None:
         """When the mask of (fov, t) had its pixels and labels, and its components' compute.
 
@@ -275,6 +283,7 @@ class Analyzer:
         self.wait_idle(timeout=30)
         self._closed = True
         self._stop_readout()
+        self._stop_exposing()
         self._dispatcher.close(timeout=30)
         if self._own_executor:
             self.executor.shutdown(wait=True, cancel_futures=True)
@@ -289,7 +298,12 @@ class Analyzer:
             return
         channel = getattr(self.segmenter, "channel", None)
         if isinstance(channel, str) and frame.metadata.get("channel") == channel:
-            self._dispatcher.post(Exposed(frame))
+            self._dispatcher.post(Exposed(frame, EXPOSURES.generation))
+
+    def _exposing(self) -> None:
+        """A camera of this process starts exposing (its thread): store fired masks now."""
+        if self._pipeline.unstored and not self._closed:
+            self._dispatcher.post(Exposing())
 
     # ------------------------------------------------------ bluesky callback
     def __call__(self, name: str, doc: Mapping[str, Any]) -> None:
@@ -313,6 +327,8 @@ class Analyzer:
                     post(FrameIn(frame))
             for stack in stacks:
                 post(StackIn(stack, time.monotonic()))
+            while index.projected:
+                post(MaskOut(index.projected.pop(0)))
             while index.fired:
                 post(Fired(*index.fired.pop(0)))
             if name == "stop":
@@ -321,18 +337,20 @@ class Analyzer:
             self._errors.record("documents", exc)
 
 
-def _listen_to_readouts(method: weakref.WeakMethod) -> Callable[[], None]:
-    """Hand every camera readout to ``method`` while its analyzer lives (`on_readout`).
+def _listen(
+    subscribe: Callable[[Callable[..., None]], Callable[[], None]], method: weakref.WeakMethod
+) -> Callable[[], None]:
+    """Subscribe ``method`` (with ``subscribe``: `on_readout`, `EXPOSURES.subscribe`) weakly.
 
-    Weak, so an analyzer never closed is still collected; its listener then removes itself.
+    So an analyzer never closed is still collected; its listener then removes itself.
     """
 
-    def listener(frame: Frame) -> None:
-        readout = method()
-        if readout is None:
+    def listener(*args: Any) -> None:
+        bound = method()
+        if bound is None:
             remove()
         else:
-            readout(frame)
+            bound(*args)
 
-    remove = on_readout(listener)
+    remove = subscribe(listener)
     return remove

@@ -74,6 +74,11 @@ class MaskBoard:
             value = self._masks.get(fov, {}).get(t)
         return None if value is _SKIPPED else value  # type: ignore[return-value]
 
+    def decided(self, fov: int, t: int) -> bool:
+        """Whether the mask of (fov, t) was published or skipped (a `get` returns at once)."""
+        with self._lock:
+            return t in self._masks.get(fov, {})
+
     def times(self, fov: int, t: int) -> MaskTimes | None:
         """The `MaskTimes` the mask of (fov, t) was published with (None: none, or gone)."""
         with self._lock:

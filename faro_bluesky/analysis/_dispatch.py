@@ -25,10 +25,12 @@ from typing import Any
 from ._messages import (
     Close,
     Exposed,
+    Exposing,
     FeaturesMeasured,
     Fired,
     FrameIn,
     JobResult,
+    MaskOut,
     Measured,
     Message,
     Segmented,
@@ -72,7 +74,9 @@ class Dispatcher:
             Speculated: pipeline.speculated,
             Measured: pipeline.measured,
             FeaturesMeasured: pipeline.features_measured,
+            MaskOut: pipeline.mask_out,
             Fired: pipeline.fired,
+            Exposing: pipeline.exposing,
             Stop: pipeline.stop_run,
         }
 
@@ -134,6 +138,7 @@ class Dispatcher:
                 continue
             try:
                 if isinstance(msg, Close):
+                    pipeline.exposing()  # masks that went out are stored before closing
                     if pipeline.run.tracks is not None:
                         pipeline.run.tracks.close()
                     return

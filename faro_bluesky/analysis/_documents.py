@@ -104,10 +104,13 @@ class DocumentIndex:
 
     ``feed(name, doc)`` returns the stacks completed by that document (usually none or one),
     and ``fired`` masks as ``(stim FrameRef, mask)`` pairs: a `mask` stream event is matched
-    with the stim frames of its FOV that precede it (the plan records a mask once its light
-    went out), or, in runs recorded before that, with the stim frames that follow it.
+    with the stim frames of its FOV that precede it (a fixed mask is recorded once its light
+    went out), or else with the stim frames that follow it (an analyzer's mask is recorded
+    while its stimulation exposes; so were all masks in runs recorded before 2026-12-01).
     ``early`` lists the frames that arrived while their stack still misses frames (so the
     analyzer can segment a plane while the visit's other planes are being exposed).
+    ``projected`` lists the FOVs whose mask event came before its stim frame's (the plan
+    records it while the stimulation exposes, decision 0066): the mask is out.
     """
 
     def __init__(self) -> None:
@@ -120,6 +123,7 @@ class DocumentIndex:
         self._unmasked: list[FrameRef] = []  # stim frames whose mask event is still to come
         self.fired: list[tuple[FrameRef, NDArray]] = []
         self.early: list[FrameRef] = []
+        self.projected: list[int] = []
 
     def feed(self, name: str, doc: Mapping[str, Any]) -> list[Stack]:
         """Take one document; return the stacks it completes."""
@@ -164,8 +168,9 @@ class DocumentIndex:
             if mine:  # the stimulation it lit came first
                 self.fired += [(r, mask) for r in mine]
                 self._unmasked = [r for r in self._unmasked if r not in mine]
-            else:  # an older run: the stimulation follows
+            else:  # recorded while its stimulation exposes: the stim frame follows
                 self._last_mask = mask
+                self.projected.append(fired.fov)
             return []
         if stream != Stream.PRIMARY:
             return []

@@ -129,13 +129,15 @@ class JobFeed:
         run.inflight += 1
         future.add_done_callback(lambda f, key=visit.key: self._post(Measured(key, f)))
 
-    def speculate(self, run: AnalysisRun, frame: Frame) -> None:
+    def speculate(self, run: AnalysisRun, frame: Frame, seen: int | None = None) -> None:
         """Segment a frame of the segmenter's channel the moment the camera read it out.
 
         Its event comes later (composed while the next frame is exposed); the visit it
         names adopts the result (`adopt`), so segmentation no longer waits for the event.
         Only with a free worker and while a run is under way; a result no event adopts is
-        dropped at the run's stop (a few at most: see `_SPECULATED`).
+        dropped at the run's stop (a few at most: see `_SPECULATED`). ``seen``: the
+        `EXPOSURES` generation at the readout; the job starts with the next exposure
+        (`segment_early`), not while the plan sets up that exposure.
         """
         setup = self._setup
         loc = (frame.uri, frame.index)
@@ -146,7 +148,7 @@ class JobFeed:
         if run.inflight >= setup.max_inflight:
             return
         plane = np.asarray(frame.image)
-        future = setup.executor.submit(segment_early, setup.segmenter, plane)
+        future = setup.executor.submit(segment_early, setup.segmenter, plane, seen)
         run.speculative[loc] = Speculation(future, plane, time.time())
         run.inflight += 1
         future.add_done_callback(lambda f, loc=loc: self._post(Speculated((-1, -1), f, loc)))

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
+from ..devices import EXPOSURES
 from ._protocols import FeatureExtractor, FrameInfo, Labels, Mask, Segmenter
 from .components._features import positions
 from .components._pixels import Pixels
@@ -82,8 +83,20 @@ class Segmentation:
         return max(0.0, self.ended - since) * 1000.0
 
 
-def segment_early(segmenter: Segmenter, plane: NDArray) -> Segmentation:
-    """`segment` as a job of its own, started before the stack is in, timed."""
+READOUT_HOLD_S = 0.05
+"""Longest a readout segmentation waits for the camera's next exposure (`EXPOSURES`)."""
+
+
+def segment_early(segmenter: Segmenter, plane: NDArray, seen: int | None = None) -> Segmentation:
+    """`segment` as a job of its own, started before the stack is in, timed.
+
+    With ``seen`` (the `EXPOSURES` generation at the plane's readout) it first waits, at
+    most `READOUT_HOLD_S`, for the next exposure to start or for the plan to await a mask:
+    the plan's few ms of Python between two exposures then have the interpreter to
+    themselves (decision 0067), and the segmentation still runs during that exposure.
+    """
+    if seen is not None:
+        EXPOSURES.wait_past(seen, READOUT_HOLD_S)
     started = time.time()
     labels = segment(segmenter, plane)
     return Segmentation(labels, started, time.time())

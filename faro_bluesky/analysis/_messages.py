@@ -58,6 +58,22 @@ class Fired:
 
 
 @dataclass(frozen=True, slots=True)
+class MaskOut:
+    """A FOV's mask is being projected (its event came while the stimulation exposes).
+
+    Its visits held after their mask go on now, during the stimulation's exposure, not
+    after it (`Fired` follows with the stim frame, once its event is saved).
+    """
+
+    fov: int
+
+
+@dataclass(frozen=True, slots=True)
+class Exposing:
+    """A camera started an exposure while stimulation masks wait to be stored."""
+
+
+@dataclass(frozen=True, slots=True)
 class Stop:
     """A run's stop document: finish its analysis when the last visit is done."""
 
@@ -100,6 +116,8 @@ class Exposed:
     """A frame of the segmenter's channel was read out by a camera of this process."""
 
     frame: Frame
+    seen: int
+    """`EXPOSURES.generation` at the readout: its segmentation waits for the next exposure."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,5 +130,17 @@ class FeaturesMeasured(JobResult):
     """The features a visit's mask did not need, measured after it."""
 
 
-Message = Start | FrameIn | StackIn | Fired | Stop | Close | Segmented | Measured | FeaturesMeasured
+Message = (
+    Start
+    | FrameIn
+    | StackIn
+    | MaskOut
+    | Fired
+    | Exposing
+    | Stop
+    | Close
+    | Segmented
+    | Measured
+    | FeaturesMeasured
+)
 """Every message the analysis thread takes."""

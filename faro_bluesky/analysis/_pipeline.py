@@ -30,10 +30,12 @@ from ._feed import JobFeed
 from ._jobs import FrameResult, measure_labels, with_features
 from ._messages import (
     Exposed,
+    Exposing,
     FeaturesMeasured,
     Fired,
     FrameIn,
     Key,
+    MaskOut,
     Measured,
     Message,
     Segmented,
@@ -70,10 +72,13 @@ class VisitPipeline:
         self._feed = JobFeed(setup, reader, post, self._settle)
         self.run = AnalysisRun(setup.history, root=setup.output)
         """The current run's state (a new one at each start)."""
+        self.unstored: list[Fired] = []
+        """Masks that went out and are not stored yet (`fired`)."""
 
     # ------------------------------------------------------------------ runs
     def start_run(self, msg: Start) -> None:
         """A new run: the previous one is finished (the dispatcher made sure)."""
+        self.exposing()
         self._completion.finish(self.run)
         self.run = AnalysisRun(self._setup.history, root=self._setup.output, start=msg.doc)
         self.run.stim_mode = msg.doc.get("stim_mode", "current")
@@ -84,6 +89,7 @@ class VisitPipeline:
     def stop_run(self, msg: Stop) -> None:
         """The run's stop: release held visits, drop early jobs of incomplete visits."""
         run = self.run
+        self.exposing()  # the last masks: no exposure may come
         run.ended = True
         run.recorded = msg.doc.get("num_events", {}).get(Stream.PRIMARY) or None
         self.release_after_mask()
@@ -106,10 +112,25 @@ class VisitPipeline:
         self.release_after_mask(due_only=True)
         self.finish_if_idle()
 
+    def mask_out(self, msg: MaskOut) -> None:
+        """A mask is being projected: its FOV's held visits go on (during the exposure)."""
+        self.release_after_mask(msg.fov)
+
     def fired(self, msg: Fired) -> None:
-        """A mask went out: its FOV's held visits go on; the mask is stored."""
+        """A mask went out: its FOV's held visits go on; the mask is stored later.
+
+        Stored once the camera exposes again (`exposing`), or at the run's stop: its zarr
+        write (~2 ms of the interpreter) no longer lands between the stimulation and the
+        next visit's first exposure, when the plan sets that exposure up (decision 0067).
+        """
         self.release_after_mask(msg.ref.fov)
-        self._completion.fired(self.run, msg.ref, msg.mask)
+        self.unstored.append(msg)
+
+    def exposing(self, _msg: Exposing | None = None) -> None:
+        """A camera exposes: store the masks that went out since the last exposure."""
+        while self.unstored:
+            msg = self.unstored.pop(0)
+            self._completion.fired(self.run, msg.ref, msg.mask)
 
     # ---------------------------------------------------------------- intake
     def stack_in(self, msg: StackIn) -> None:
@@ -136,7 +157,7 @@ class VisitPipeline:
 
     def exposed(self, msg: Exposed) -> None:
         """A frame of the segmenter's channel was read out: segment it now (`JobFeed`)."""
-        self._feed.speculate(self.run, msg.frame)
+        self._feed.speculate(self.run, msg.frame, msg.seen)
 
     def speculated(self, msg: Speculated) -> None:
         """A readout segmentation finished: an early segmentation, if its event came."""

@@ -7,9 +7,10 @@ from ._affine import similarity, warp
 from ._camera import Camera
 from ._channel import ChannelPresets, LightSetting
 from ._dmd import DMD, CameraMask, DMDPattern
+from ._exposures import EXPOSURES, ExposureGate
 from ._fov_views import FOVS, FovView, ViewChannel, link_fov_labels, store_lock, write_fov_views
 from ._frames import Frame, FrameCache, find_frame, on_readout
-from ._masks import FixedMask, MaskFacet, MaskProvider
+from ._masks import FixedMask, MaskFacet, MaskProvider, ReadyMasks
 from ._microscope import DEFAULT_DATA_DIR, Microscope
 from ._patterned import PatternedLight
 from ._slm import SLM
@@ -27,6 +28,7 @@ from ._zarr_store import (
 __all__ = [
     "DEFAULT_DATA_DIR",
     "DMD",
+    "EXPOSURES",
     "FOVS",
     "SLM",
     "Camera",
@@ -34,6 +36,7 @@ __all__ = [
     "ChannelPresets",
     "CoreWorker",
     "DMDPattern",
+    "ExposureGate",
     "FixedMask",
     "Focus",
     "FovView",
@@ -44,6 +47,7 @@ __all__ = [
     "MaskProvider",
     "Microscope",
     "PatternedLight",
+    "ReadyMasks",
     "StageAxis",
     "SummaryFacet",
     "SummarySource",

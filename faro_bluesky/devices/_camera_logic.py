@@ -27,6 +27,7 @@ from ophyd_async.core import (
     TriggerInfo,
 )
 
+from ._exposures import EXPOSURES
 from ._frames import Frame, FrameCache
 from ._sequence import SequenceFeed, frame_meta
 from ._worker import CoreWorker
@@ -124,7 +125,8 @@ class MMAcquireLogic(DetectorAcquireLogic):
         self._begun: tuple[Future, float] | None = None  # `begin_snap`'s snap and its start
 
     def welcome_writes(self) -> None:
-        """Frames held for the camera's next exposure may go to disk now."""
+        """An exposure starts: held frames may go to disk, held work may run (`EXPOSURES`)."""
+        EXPOSURES.open()
         if (writer := self._io.writer) is not None:
             writer.welcome()  # earlier frames go to disk while the camera exposes
 

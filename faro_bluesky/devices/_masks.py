@@ -29,6 +29,7 @@ from ophyd_async.core import (
 )
 
 from ..schema import MaskTimes, MaskTiming
+from ._exposures import EXPOSURES
 
 MaskLike = NDArray | bool | None
 _UNTIMED = MaskTimes()
@@ -56,6 +57,15 @@ class MaskProvider(Protocol):
         ``True`` means the whole field, ``None``/``False`` no light. May wait (e.g. for the
         analysis of frame ``t``); the facet applies the timeout.
         """
+        ...
+
+
+@runtime_checkable
+class ReadyMasks(Protocol):
+    """A `MaskProvider` that can say, without waiting, that a frame's mask is decided."""
+
+    def mask_ready(self, fov: int, t: int) -> bool:
+        """True once `get_mask(fov, t)` would return (or fail) at once."""
         ...
 
 
@@ -129,8 +139,21 @@ class MaskFacet(StandardReadable, Movable[tuple[int, int]], Stoppable):
         if self._cancel is not None:
             self._cancel.set()
 
+    def ready(self, fov: int, t: int) -> bool:
+        """Whether the mask of frame (fov, t) is decided already (False: not known).
+
+        The experiment plan then keeps that frame's event for the stimulation's exposure
+        (decision 0068): a provider still computing the mask may need the event first.
+        """
+        provider = self.provider
+        return isinstance(provider, ReadyMasks) and provider.mask_ready(fov, t)
+
     def set(self, value: tuple[int, int]) -> AsyncStatus:
-        """Select the frame ``(fov, t)`` whose mask the next trigger fetches."""
+        """Select the frame ``(fov, t)`` whose mask the next trigger fetches.
+
+        Selected as this is called: a trigger sent right after it (without waiting for
+        this status) fetches that frame's mask.
+        """
         fov, t = (int(v) for v in value)
         self._request = (fov, t)
         return AsyncStatus(asyncio.sleep(0), name=self.name)
@@ -173,6 +196,7 @@ class MaskFacet(StandardReadable, Movable[tuple[int, int]], Stoppable):
         missed = False
         self.interrupted = False
         self._cancel = asyncio.Event()
+        EXPOSURES.open()  # no exposure comes until the mask is here: held work goes now
         getter = asyncio.ensure_future(self.provider.get_mask(fov, t))
         cancelled = asyncio.ensure_future(self._cancel.wait())
         done, _ = await asyncio.wait(

@@ -25,7 +25,8 @@ from ._opto import DecisionContext, OptogeneticPlan, optogenetic_plan, visit
 from ._schedule import Schedule, Visit, schedule
 from ._schedule import shared as shared_schedule
 from ._session import clear_session, set_session
-from ._stubs import acquire, fetch_mask, stimulate, wait_until
+from ._stimulate import stimulate
+from ._stubs import acquire, fetch_mask, wait_until
 from ._suspenders import V1SignalAdapter, as_v1_signal, suspend_outside
 from ._tags import PauseClock, VisitTag
 from ._useq import phases_to_useq

@@ -434,6 +434,17 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
                     if self.visits_done >= burst_end and due > time.time():
                         yield from expose_at(scope.camera, due)
                     tag.update(v, scheduled=due)
+                    summaries_done = False
+
+                    def summaries(awaited: bool) -> MsgGenerator[None]:
+                        # during the visit's stimulation, if it has one (decision 0066)
+                        nonlocal summaries_done
+                        summaries_done = True
+                        if summary is not None:
+                            outcome["summaries"] += yield from record_summaries(
+                                summary, awaited=awaited
+                            )
+
                     yield from visit(
                         scope,
                         v,
@@ -446,6 +457,7 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
                         applied=applied,
                         light=light,
                         sequenced=switching,
+                        meanwhile=summaries,
                     )
                 except DeviceFault as fault:
                     misses += 1
@@ -458,8 +470,8 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
                 ended.append(time.time())
                 self.visits_done += 1
                 ctx.visits_done = self.visits_done
-                if summary is not None:
-                    outcome["summaries"] += yield from record_summaries(summary)
+                if not summaries_done:
+                    yield from summaries(False)
             if summary is not None:  # the last visits' analysis, before the run closes
                 outcome["summaries"] += yield from record_summaries(
                     summary, settle=self.settle_timeout

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 import bluesky.plan_stubs as bps
-import numpy as np
 from bluesky import Msg
 from bluesky.protocols import Readable, Triggerable
 from bluesky.utils import FailedStatus, MsgGenerator, new_uid
@@ -26,11 +25,9 @@ from numpy.typing import NDArray
 
 from ..devices import (
     Camera,
-    CameraMask,
     ChannelPresets,
     LightSetting,
     MaskFacet,
-    PatternedLight,
     SummaryFacet,
 )
 from ..schema import FrameKind, Stream
@@ -142,12 +139,18 @@ Triggered = tuple[str, list[tuple[Any, Any]]]
 """A trigger under way: its wait group and each triggered device with its status."""
 
 
-def start_trigger(devices: Sequence[Any]) -> MsgGenerator[Triggered]:
+def start_trigger(
+    devices: Sequence[Any], *, set_first: Mapping[Any, Any] | None = None
+) -> MsgGenerator[Triggered]:
     """Trigger the triggerable ``devices`` without waiting (finish with `finish_trigger`).
 
     The experiment plan saves the previous frame's event while this frame is exposed.
+    ``set_first``: devices set (in the same wait group) just before their trigger, for
+    devices whose ``set`` takes effect as it is called (`MaskFacet`).
     """
     group = new_uid()
+    for obj, value in (set_first or {}).items():
+        yield Msg("set", obj, value, group=group)
     triggered = []
     for obj in devices:
         if isinstance(obj, Triggerable):
@@ -168,11 +171,16 @@ def finish_trigger(group: str, triggered: list[tuple[Any, Any]]) -> MsgGenerator
             raise DeviceFault(getattr(obj, "name", "") or type(obj).__name__, error) from error
 
 
-def read_event(devices: Sequence[Readable], name: str) -> MsgGenerator[dict[str, Any]]:
-    """One event of stream ``name`` with the readings of ``devices``; return them."""
+def read_event(
+    devices: Sequence[Readable], name: str, *, awaited: bool = False
+) -> MsgGenerator[dict[str, Any]]:
+    """One event of stream ``name`` with the readings of ``devices``; return them.
+
+    ``awaited``: composed while a trigger is under way (see `_send`).
+    """
     event = OpenEvent()
-    readings = yield from event.begin(devices, name)
-    yield from event.save()
+    readings = yield from event.begin(devices, name, awaited=awaited)
+    yield from event.save(awaited=awaited)
     return readings
 
 
@@ -216,7 +224,12 @@ class OpenEvent:
         readings: dict[str, Any] = {}
         try:
             for obj in devices:
-                readings.update((yield from _send(Msg("read", obj), awaited)) or {})
+                # None: a pause or suspension cut the read short (the run is not rewound,
+                # so the RunEngine answers None and the event lacks it): read it again
+                while (reading := (yield from _send(Msg("read", obj), awaited))) is None:
+                    pass
+                if reading is not _LOST:
+                    readings.update(reading)
         except BaseException:
             yield from self.drop()
             raise
@@ -228,11 +241,17 @@ class OpenEvent:
             self.open = False
             yield Msg("drop")
 
+    def complete(self, *, awaited: bool = False) -> MsgGenerator[None]:
+        """Take the remaining readings now; `save` may come later (after another trigger)."""
+        if self.open and self.rest:
+            rest, self.rest = self.rest, []
+            yield from self.read(rest, awaited=awaited)
+
     def save(self, *, awaited: bool = False) -> MsgGenerator[None]:
         """Take the remaining readings and save the event, if it is still open."""
         if not self.open:
             return
-        yield from self.read(self.rest, awaited=awaited)
+        yield from self.complete(awaited=awaited)
         self.open = False
         yield from _send(Msg("save"), awaited)
 
@@ -245,13 +264,18 @@ def _send(msg: Msg, awaited: bool) -> MsgGenerator[Any]:
     a trigger and its wait the plan composes events: the trigger's failure belongs to that
     wait, which finds it again (`finish_trigger`), not to the event (a failed snap would
     otherwise drop the previous frame's event, or end the run instead of missing a visit).
+    The answer is then `_LOST` (None is the RunEngine's answer to a message a pause cut).
     """
     if not awaited:
         return (yield msg)
     try:
         return (yield msg)
     except FailedStatus:
-        return None
+        return _LOST
+
+
+_LOST = object()
+"""`_send`'s answer when a failed status was thrown in: the message was done, its response lost."""
 
 
 def trigger_and_read_complete(
@@ -458,8 +482,10 @@ def fetch_mask(
     """
     while True:
         before = _pauses(clock)
-        yield from _mv(masks, (fov, t))
-        yield from trigger_complete([masks])
+        # the facet selects the frame as it is set: its trigger follows at once, and one
+        # wait covers both (a round trip less on the closed loop's path)
+        group, triggered = yield from start_trigger([masks], set_first={masks: (fov, t)})
+        yield from finish_trigger(group, triggered)
         if not (masks.interrupted and _pauses(clock) != before):
             break  # a pause ended the wait: ask again now that we run again
     if record:
@@ -472,84 +498,28 @@ def fetch_mask(
     return mask
 
 
-def record_mask(masks: MaskFacet) -> MsgGenerator[dict[str, Any]]:
-    """Record the mask ``masks`` last fetched as an event of stream ``mask``."""
-    return (yield from read_event([masks], Stream.MASK))
+def record_mask(masks: MaskFacet, *, awaited: bool = False) -> MsgGenerator[dict[str, Any]]:
+    """Record the mask ``masks`` last fetched as an event of stream ``mask``.
 
-
-def stimulate(
-    camera: Camera,
-    channel: ChannelPresets,
-    light: PatternedLight | None,
-    mask: Any,
-    settings: Sequence[Any],
-    *,
-    readables: Sequence[Readable] = (),
-    tag: VisitTag | None = None,
-    stream: str = Stream.PRIMARY,
-    clock: PauseClock | None = None,
-    applied: dict[str, Any] | None = None,
-    unsaved: OpenEvent | None = None,
-) -> MsgGenerator[list[dict[str, Any]]]:
-    """Project ``mask`` (camera pixels) with ``light``, expose each stim channel, blank.
-
-    ``light`` is any `PatternedLight` (``scope.dmd``, ``scope.patterned_lights[key]``).
-    The camera records each stimulation exposure (the stim readout frame). Without a
-    patterned light the stim light is whole-field. A pause blanks the light; the pattern
-    is projected again before the exposure that follows, never after it, so light is
-    delivered once. ``unsaved``: the last imaging frame's event, read and not saved
-    (`OpenEvent`); it is saved while the pattern and preset go up.
-
-    Yields
-    ------
-    msg : Msg
-        ``set`` on ``light``, per stim channel ``set`` on ``channel`` and a frame, then a
-        ``set`` blanking ``light``.
-
+    ``awaited``: recorded while a trigger is under way (the stimulation's exposure).
     """
-    out = []
-    # an array travels by reference (`CameraMask`): bluesky would list it for a trace span
-    pattern = CameraMask(mask) if isinstance(mask, np.ndarray) else mask
-    for c, setting in enumerate(settings):
-        while True:  # pattern and stim preset together: one round trip, not two
-            before = _pauses(clock)
-            target = LightSetting.coerce(setting)
-            group = new_uid()
-            if light is not None:
-                yield Msg("set", light, pattern, group=group)
-            if applied is None or applied.get("channel") != target:
-                yield Msg("set", channel, target, group=group)
-            if unsaved is not None:  # the imaging frame's event, saved while they move
-                yield from unsaved.save(awaited=True)
-            try:
-                yield Msg("wait", None, group=group)
-            except FailedStatus as exc:
-                name = getattr(exc.args[0], "name", "") if exc.args else ""
-                raise DeviceFault(name or "light/channel", _status_error(exc)) from exc
-            if applied is not None:
-                applied["channel"] = target
-            if _pauses(clock) == before:
-                break
-        if tag is not None:
-            tag.frame_kind(FrameKind.STIM, c, len(settings))
-        devices = frame_devices(camera, readables)
-        out.append((yield from trigger_and_read_complete(devices, stream, clock=clock)))
-    if light is not None:
-        yield from _mv(light, False)
-    return out
+    return (yield from read_event([masks], Stream.MASK, awaited=awaited))
 
 
-def record_summaries(summary: SummaryFacet, *, settle: float | None = None) -> MsgGenerator[int]:
+def record_summaries(
+    summary: SummaryFacet, *, settle: float | None = None, awaited: bool = False
+) -> MsgGenerator[int]:
     """Record every finished analysis summary as an event of stream ``analysis``.
 
     Never waits for analysis between visits; with ``settle`` (s) it first waits, off the
     event loop, for the analyzer to finish its work (the end of an experiment).
+    ``awaited``: recorded while a trigger is under way (a stimulation's exposure).
     """
     if settle is not None:
         yield from bps.wait_for([lambda: summary.settle(settle)])
     n = 0
     while summary.available():
         yield from trigger_complete([summary])
-        yield from read_event([summary], Stream.ANALYSIS)
+        yield from read_event([summary], Stream.ANALYSIS, awaited=awaited)
         n += 1
     return n

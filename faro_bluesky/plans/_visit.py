@@ -6,7 +6,7 @@ public through `faro_bluesky.plans`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from bluesky.protocols import Readable
@@ -16,6 +16,7 @@ from ..devices import FixedMask, MaskFacet, Microscope, PatternedLight
 from ..schema import FrameKind
 from ._errors import DeviceFault
 from ._schedule import Visit
+from ._stimulate import stimulate
 from ._stubs import (
     OpenEvent,
     acquire,
@@ -25,7 +26,6 @@ from ._stubs import (
     move,
     record_mask,
     set_channel,
-    stimulate,
     trigger_and_read_complete,
 )
 from ._tags import PauseClock, VisitTag
@@ -46,6 +46,7 @@ def visit(
     applied: dict[str, Any] | None = None,
     light: PatternedLight | None = None,
     sequenced: bool = False,
+    meanwhile: Callable[[bool], MsgGenerator[Any]] | None = None,
 ) -> MsgGenerator[None]:
     """One visit of FOV ``v.p`` at timepoint ``v.t``: move, image, stimulate, reference.
 
@@ -54,6 +55,9 @@ def visit(
     (``mask_t``; none on its first visit) fires first, then imaging and ref. The stage
     moves only when the FOV changes (``applied`` remembers it across visits). Masks are
     projected by ``light`` (a `PatternedLight`; default the microscope's, ``scope.dmd``).
+    ``meanwhile(awaited)``: records the caller composes during the stimulation's exposure
+    (after the mask's event; the experiment plan's analysis summaries), run at most once:
+    not at all in a visit that does not stimulate.
 
     Yields
     ------
@@ -81,19 +85,30 @@ def visit(
         if fixed:  # known beforehand: fired at once, fetched (and recorded) after
             mask = masks.as_fired(masks.provider.mask)
         elif masks is not None:
+            if unsaved is not None and not masks.ready(v.p, source_t):
+                yield from unsaved.save()  # the analyzer's mask may start from this event
             # the stim preset goes up while the analyzer works; only the pattern follows it
             preset = yield from begin_set_channel(scope.channel, v.stim_channels[0], **state)
             mask = yield from fetch_mask(masks, v.p, source_t, clock=clock, record=False)
             yield from end_set_channel(scope.channel, preset, **state)
 
-        def record() -> MsgGenerator[None]:
+        recorded = False
+
+        def record(awaited: bool = False) -> MsgGenerator[None]:
+            nonlocal recorded
+            if recorded:
+                return
+            recorded = True
             if fixed:
                 yield from fetch_mask(masks, v.p, source_t, clock=clock)
             elif masks is not None:
-                yield from record_mask(masks)
+                yield from record_mask(masks, awaited=awaited)
+            if meanwhile is not None:
+                yield from meanwhile(awaited)
 
-        # the mask event is composed after the stimulation (off the latency path); a
-        # stimulation cut short by a device fault still records the mask it used
+        # the mask event (and the caller's records) are composed while the stimulation
+        # exposes (off the latency path, decision 0066); a stimulation cut short by a
+        # device fault still records the mask it used
         try:
             yield from stimulate(
                 scope.camera,
@@ -102,6 +117,7 @@ def visit(
                 mask,
                 v.stim_channels,
                 unsaved=unsaved,
+                while_exposing=None if fixed else lambda: record(awaited=True),
                 **common,
             )
         except DeviceFault:
@@ -114,10 +130,10 @@ def visit(
     if v.stim and stim_mode == "previous" and mask_t is not None:
         yield from _stim(mask_t)
     stim_next = v.stim and stim_mode == "current"
-    # A fixed mask fires at once: the last imaging frame reads the channel and light (which
-    # the stimulation moves) at once and the rest of its event while they move. An
-    # analyzer's mask starts from that event: it goes out first, the preset follows.
-    unsaved = OpenEvent([scope.channel, light]) if stim_next and (masks is None or fixed) else None
+    # The last imaging frame reads the channel and light (which the stimulation moves) at
+    # once and the rest of its event while they move. An analyzer's mask not out yet may
+    # start from that event: it then goes out first, the preset follows (decision 0068).
+    unsaved = OpenEvent([scope.channel, light]) if stim_next else None
     try:
         yield from acquire(
             scope.camera,

@@ -66,8 +66,11 @@ class FakePipeline:
     def unused(self, msg):
         raise AssertionError(f"not posted in these tests: {msg!r}")
 
+    def exposing(self, msg=None):
+        pass  # (stores fired masks; called at close)
+
     frame_in = stack_in = segmented = features_measured = fired = unused
-    exposed = speculated = unused
+    exposed = speculated = mask_out = unused
 
 
 def dispatcher_with(pipeline: FakePipeline) -> tuple[Dispatcher, list]:

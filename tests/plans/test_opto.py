@@ -8,9 +8,12 @@ import threading
 import bluesky.preprocessors as bpp
 import numpy as np
 import pytest
+import zarr
 from bluesky.utils import RunEngineInterrupted
 from ophyd.sim import SynAxis, SynGauss
 
+from faro_bluesky.analysis import Analyzer
+from faro_bluesky.analysis.components import OtsuSegmenter, WholeField
 from faro_bluesky.plans import Channel, ExperimentError, Phase, optogenetic_plan, wait
 
 FOVS = [(0.0, 0.0), (400.0, 0.0)]
@@ -128,6 +131,114 @@ def test_a_step_frame_reads_its_settings_while_it_is_exposed(RE, docs, scope):
         assert e["data"]["camera-timing-start"] < e["data"]["camera-timing-end"]
     datums = list(docs.of("stream_datum"))  # the frames themselves: one each
     assert [d["indices"] for d in datums] == [{"start": i, "stop": i + 1} for i in range(4)]
+
+
+def test_a_stimulation_records_its_mask_while_it_exposes_and_blanks_as_it_saves(
+    RE, docs, calibrated_scope
+):
+    """Decision 0066: nothing of the visit's records waits between its stimulation's end
+    and the next visit; the light goes dark before the stim frame's event is saved."""
+    scope = calibrated_scope
+    analyzer = Analyzer(segmenter=OtsuSegmenter(channel="miRFP"), stimulator=WholeField())
+    log = []
+    RE.msg_hook = lambda msg: log.append((msg.command, msg.obj, msg.args, msg.kwargs))
+    phase = stim_phase(n=3, frames_=(0, 1, 2))
+    RE(optogenetic_plan(FOVS[:1], [phase], microscope=scope, analyzer=analyzer))
+    RE.msg_hook = None
+    analyzer.close()
+
+    def wait_of(i):  # the wait for the trigger at log[i]
+        group = log[i][3].get("group")
+        return next(
+            j for j in range(i, len(log)) if log[j][0] == "wait" and log[j][3].get("group") == group
+        )
+
+    def reads_mask(i):
+        return any(
+            cmd == "read" and getattr(obj, "name", "") == "mask"
+            for cmd, obj, *_ in log[i : wait_of(i)]
+        )
+
+    triggers = [
+        i for i, (cmd, obj, *_) in enumerate(log) if cmd == "trigger" and obj is scope.camera
+    ]
+    stims = [i for i in triggers if reads_mask(i)]
+    assert len(stims) == 3  # every stim frame's trigger window holds its mask's event
+    for i in stims:
+        end = wait_of(i)
+        window = log[i + 1 : end]
+        creates = [kw.get("name") for cmd, _, _, kw in window if cmd == "create"]
+        assert creates[0] == "mask" and creates[-1] == "primary"  # mask, (summaries), frame
+        read = [obj for cmd, obj, *_ in window if cmd == "read"]
+        assert any(obj is scope.dmd for obj in read) and any(obj is scope.channel for obj in read)
+        assert not any(obj is scope.camera or obj is scope.camera.timing for obj in read)
+        after = log[end:]
+        blank = next(
+            k for k, (cmd, obj, args, _) in enumerate(after) if cmd == "set" and obj is scope.dmd
+        )
+        save = next(k for k, (cmd, *_) in enumerate(after) if cmd == "save")
+        assert after[blank][2] == (False,) and blank < save
+    # the analyzer matched each mask with the stim frame that followed it: stored there
+    order = [(e["descriptor"], e["seq_num"]) for e in docs.of("event")]
+    masks, primary = events(docs, "mask"), events(docs, "primary")
+    stim = [e for e in primary if e["data"]["visit-kind"] == "stim"]
+    for m, e in zip(masks, stim, strict=True):
+        assert order.index((m["descriptor"], m["seq_num"])) < order.index(
+            (e["descriptor"], e["seq_num"])
+        )
+    assert analyzer.errors == []
+    assert len(events(docs, "analysis")) == 3
+    (resource,) = docs.of("stream_resource")
+    store = zarr.open_group(resource["uri"].removeprefix("file://localhost").rsplit("/", 1)[0])
+    fired = store["labels/stim_mask/0"]
+    assert all(fired[e["seq_num"] - 1].all() for e in stim)  # whole field, where it fired
+
+
+class WholeFieldSource:
+    """A mask source whose masks are known at once, saying so (`ReadyMasks`) or not."""
+
+    provides_masks = True
+    mask_timeout = 10.0
+
+    def __init__(self, says_ready: bool) -> None:
+        self.says_ready = says_ready
+
+    async def get_mask(self, fov, t):
+        return True
+
+    def mask_ready(self, fov, t):
+        return self.says_ready
+
+
+@pytest.mark.parametrize("says_ready", [True, False])
+def test_the_last_image_is_saved_during_the_stimulation_once_its_mask_is_out(
+    RE, docs, calibrated_scope, says_ready
+):
+    """Decision 0068: a mask already out needs no event; one still computing might."""
+    scope = calibrated_scope
+    log = []
+    RE.msg_hook = lambda msg: log.append((msg.command, msg.obj, msg.kwargs))
+    source = WholeFieldSource(says_ready)
+    RE(
+        optogenetic_plan(
+            FOVS[:1], [stim_phase(n=2, frames_=(0, 1))], microscope=scope, analyzer=source
+        )
+    )
+    RE.msg_hook = None
+    cams = [i for i, (cmd, obj, _) in enumerate(log) if cmd == "trigger" and obj is scope.camera]
+    assert len(cams) == 4  # image, stim, image, stim
+    for image, stim in (cams[0:2], cams[2:4]):
+        saves = [i for i in range(image, stim + 8) if log[i][0] == "save"]
+        mask_set = next(
+            i for i in range(image, stim) if log[i][0] == "set" and log[i][1].name == "mask"
+        )
+        first_save = saves[0]
+        if says_ready:  # saved after the stim frame's trigger, before the mask's event
+            assert stim < first_save
+            assert log[first_save + 1][0] == "create" and log[first_save + 1][2]["name"] == "mask"
+        else:  # saved before the mask is asked for
+            assert first_save < mask_set
+    assert [e["data"]["visit-kind"] for e in events(docs, "primary")] == ["image", "stim"] * 2
 
 
 def test_the_objects_before_the_run_are_frozen_for_the_collector_until_it_ends(RE, scope):
