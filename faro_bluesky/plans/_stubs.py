@@ -1,4 +1,4 @@
-"""Plan stubs of an optogenetic experiment: wait, acquire, stimulate, visit.
+"""Plan stubs of an optogenetic experiment: wait, move, acquire, fetch and record masks.
 
 They are ordinary bluesky plans, usable inside users' own plans. Each survives a pause in
 the middle: with the experiment running non-rewindable (ARCHITECTURE decision 3) an
