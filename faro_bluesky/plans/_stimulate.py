@@ -27,7 +27,6 @@ from ._stubs import (
     _pauses,
     _settings_count,
     _status_error,
-    finish_trigger,
     frame_devices,
     start_trigger,
 )
@@ -146,12 +145,7 @@ def _stim_frame(
         except Exception as exc:  # raised once the frame under way is recorded
             failed = exc
     event = OpenEvent()
-    readings = yield from event.begin(devices[:early], stream, awaited=True)
-    try:
-        yield from finish_trigger(*started)
-    except BaseException:
-        yield from event.drop()  # no frame, no event
-        raise
+    readings = yield from event.begin_exposed(devices[:early], stream, started)
     group = None
     if blank is not None:  # dark at once; the event is composed while it goes dark
         group = new_uid()

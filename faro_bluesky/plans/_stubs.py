@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -139,18 +139,12 @@ Triggered = tuple[str, list[tuple[Any, Any]]]
 """A trigger under way: its wait group and each triggered device with its status."""
 
 
-def start_trigger(
-    devices: Sequence[Any], *, set_first: Mapping[Any, Any] | None = None
-) -> MsgGenerator[Triggered]:
+def start_trigger(devices: Sequence[Any]) -> MsgGenerator[Triggered]:
     """Trigger the triggerable ``devices`` without waiting (finish with `finish_trigger`).
 
     The experiment plan saves the previous frame's event while this frame is exposed.
-    ``set_first``: devices set (in the same wait group) just before their trigger, for
-    devices whose ``set`` takes effect as it is called (`MaskFacet`).
     """
     group = new_uid()
-    for obj, value in (set_first or {}).items():
-        yield Msg("set", obj, value, group=group)
     triggered = []
     for obj in devices:
         if isinstance(obj, Triggerable):
@@ -211,6 +205,22 @@ class OpenEvent:
         yield from _send(Msg("create", None, name=name), awaited)
         self.open = True
         return (yield from self.read(devices, awaited=awaited))
+
+    def begin_exposed(
+        self, devices: Sequence[Readable], name: str, started: Triggered
+    ) -> MsgGenerator[dict[str, Any]]:
+        """`begin` while the trigger ``started`` takes the frame, then wait for it.
+
+        The frame's settings are read while it is exposed (decision 0063); no frame (the
+        trigger failed, or a stop came): no event, it is dropped.
+        """
+        readings = yield from self.begin(devices, name, awaited=True)
+        try:
+            yield from finish_trigger(*started)
+        except BaseException:
+            yield from self.drop()
+            raise
+        return readings
 
     def read(
         self, devices: Sequence[Readable], *, awaited: bool = False
@@ -413,12 +423,8 @@ def acquire(
             yield from previous.save(awaited=True)
             last = keep_open is not None and c == len(settings) - 1
             event = keep_open if last else OpenEvent()
-            readings = yield from event.begin(devices[:early], stream, awaited=True)
-            try:
-                yield from finish_trigger(*started)
-            except BaseException:
-                yield from event.drop()  # no frame, no event (the previous one is saved)
-                raise
+            # (no frame, no event; the previous one is saved)
+            readings = yield from event.begin_exposed(devices[:early], stream, started)
             if sequenced:
                 # a camera sequence switched the preset; the channel records it once the
                 # frame is taken (a pause during the trigger leaves no older reading)
@@ -484,8 +490,10 @@ def fetch_mask(
         before = _pauses(clock)
         # the facet selects the frame as it is set: its trigger follows at once, and one
         # wait covers both (a round trip less on the closed loop's path)
-        group, triggered = yield from start_trigger([masks], set_first={masks: (fov, t)})
-        yield from finish_trigger(group, triggered)
+        group = new_uid()
+        yield Msg("set", masks, (fov, t), group=group)
+        status = yield Msg("trigger", masks, group=group)
+        yield from finish_trigger(group, [(masks, status)])
         if not (masks.interrupted and _pauses(clock) != before):
             break  # a pause ended the wait: ask again now that we run again
     if record:
