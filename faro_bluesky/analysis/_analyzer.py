@@ -298,6 +298,7 @@ class Analyzer:
             return
         channel = getattr(self.segmenter, "channel", None)
         if isinstance(channel, str) and frame.metadata.get("channel") == channel:
+            EXPOSURES.mask_started()  # the next exposure is the mask's (writes wait)
             self._dispatcher.post(Exposed(frame, EXPOSURES.generation))
 
     def _exposing(self) -> None:

@@ -14,6 +14,7 @@ import contextlib
 import threading
 from collections import defaultdict
 
+from ..devices import EXPOSURES
 from ..schema import MaskTimes
 from ._protocols import Mask
 
@@ -62,6 +63,7 @@ class MaskBoard:
                 del per_fov[old]
                 times_of.pop(old, None)
             waiters = self._waiters.pop((fov, t), [])
+        EXPOSURES.mask_out()
         for fut in waiters:
             _settle(fut, value)
 

@@ -10,6 +10,7 @@ from ophyd_async.core import (
     AsyncStatus,
     PathProvider,
     StandardDetector,
+    TriggerInfo,
     soft_signal_r_and_setter,
     soft_signal_rw,
 )
@@ -214,10 +215,47 @@ class Camera(StandardDetector):
         """Snap one frame; done when it is in `frames` and queued for disk.
 
         The snap starts before this returns (`MMAcquireLogic.begin_snap`), so the
-        exposure runs while the RunEngine reads the frame's settings.
+        exposure runs while the RunEngine reads the frame's settings. Its status is then
+        the read-out itself (`_read_out`); any other trigger (a burst's frame, the first
+        trigger without a prepare) goes through `StandardDetector.trigger`.
         """
         self._acquire.begin_snap()
+        ctx = self._prepare_ctx
+        began = self._acquire.exposing is not None
+        if began and ctx is not None and ctx.trigger_info.number_of_events == 1:
+            return self._read_out(ctx.trigger_info)
         return self._trigger()
+
+    @AsyncStatus.wrap
+    async def _read_out(self, info: TriggerInfo) -> None:
+        """The trigger of a snap begun on the core's thread: wait for it, store the frame.
+
+        What `StandardDetector.trigger` does for one frame, without its watcher: that
+        path hands the frame over through the frame counter's subscription, the trigger's
+        progress generator and `_fail_fast`, each a turn of the event loop, and the
+        RunEngine resumed ~0.6 ms after the read-out where this takes ~0.35 (profiled:
+        decision 0069). Same bookkeeping (the data providers' context), same timeout.
+        """
+        try:
+            await self._update_prepare_context(info)
+            async with asyncio.timeout(info.exposure_timeout):
+                await self._acquire.acquire_begun()
+        finally:
+            self._acquire.forget_snap()  # (none left unless it failed before the snap)
+
+    def after_exposure(self, device: object) -> bool:
+        """Whether a move of ``device`` sent now is applied only once this exposure ends.
+
+        True when the last trigger began its snap on the core's thread (a plain snap) and
+        ``device`` makes its core calls on that same thread, which runs calls in order:
+        a preset, pattern or blank sent during the exposure is then applied the moment
+        the frame is read out, with no RunEngine round trip in between (decision 0069).
+        False for a burst's frame (the camera sequence exposes on its own) and for any
+        device not over this camera's core.
+        """
+        return self._acquire.exposing is not None and getattr(device, "_worker", None) is (
+            self._worker
+        )
 
     @AsyncStatus.wrap
     async def _trigger(self) -> None:

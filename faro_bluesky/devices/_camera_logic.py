@@ -123,6 +123,8 @@ class MMAcquireLogic(DetectorAcquireLogic):
         self.start_at = 0.0
         """When the next snap's exposure may start (epoch s; 0: at once). One snap only."""
         self._begun: tuple[Future, float] | None = None  # `begin_snap`'s snap and its start
+        self.exposing: Future | None = None
+        """The snap the last trigger began on the core's thread (None: it began none)."""
 
     def welcome_writes(self) -> None:
         """An exposure starts: held frames may go to disk, held work may run (`EXPOSURES`)."""
@@ -168,6 +170,18 @@ class MMAcquireLogic(DetectorAcquireLogic):
             self.failed.set()
             raise
 
+    async def acquire_begun(self) -> None:
+        """Take the frame `begin_snap` began: as `start_acquiring` + its task, in this task.
+
+        `Camera._read_out`, the trigger of a plain snap, runs it as its own coroutine, so
+        the frame is stored and the trigger done in one turn of the event loop after the
+        read-out; a stop cancels this task like the acquisition task it stands for.
+        """
+        self.error = None
+        self.failed.clear()
+        self._task = asyncio.current_task()
+        await self._acquire(1)
+
     def begin_snap(self) -> None:
         """Start the next trigger's snap now, on the core's thread (`CoreWorker.start`).
 
@@ -176,12 +190,14 @@ class MMAcquireLogic(DetectorAcquireLogic):
         has composed the previous frame's event (~0.5-1.5 ms later, decision 0063). Only
         for a plain snap (no burst armed, one frame per trigger, a store open).
         """
+        self.exposing = None
         if self.feed.armed or self._trigger.num != 1 or self._io.writer is None:
             return
         if self._task is not None and not self._task.done():
             return  # (the last acquisition is still under way: it goes first)
         at, self.start_at = self.start_at, 0.0
-        self._begun = self._worker.start(self._snap, at), at
+        self._begun = self._worker.start(self._snap_tries, at), at
+        self.exposing = self._begun[0]
 
     def forget_snap(self) -> None:
         """A trigger that failed before acquiring: its begun snap is not this frame's."""
@@ -190,21 +206,29 @@ class MMAcquireLogic(DetectorAcquireLogic):
             begun[0].add_done_callback(lambda f: f.cancelled() or f.exception())
             logger.warning("a snap begun for a trigger that failed was discarded")
 
-    async def _snap_with_retries(self) -> tuple[np.ndarray, dict[str, Any]]:
-        at, self.start_at = self.start_at, 0.0
-        begun, self._begun = self._begun, None
+    def _snap_tries(self, at: float = 0.0) -> tuple[np.ndarray, dict[str, Any]]:
+        """`_snap`, tried again up to `retries` times; on the core's thread, in one call.
+
+        The retries are part of the same call so that nothing queued on the core's thread
+        after the snap (a preset or a pattern sent during the exposure, decision 0069)
+        runs between a failed attempt and its retry.
+        """
         for attempt in range(self.retries + 1):
             try:
-                if begun is not None and attempt == 0:
-                    at = begun[1]  # (a retry keeps the start time asked for)
-                    return await asyncio.wrap_future(begun[0])
-                return await self._worker.run(self._snap, at)
+                return self._snap(at)
             except Exception as exc:
                 if attempt == self.retries:
                     raise
                 self.retried += 1
                 logger.warning("camera snap failed (%s); trying again", exc)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _snap_with_retries(self) -> tuple[np.ndarray, dict[str, Any]]:
+        at, self.start_at = self.start_at, 0.0
+        begun, self._begun = self._begun, None
+        if begun is not None:
+            return await asyncio.wrap_future(begun[0])
+        return await self._worker.run(self._snap_tries, at)
 
     async def start_acquiring(self) -> None:
         """Start taking the prepared number of frames in the background."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -160,6 +160,19 @@ class ChannelPresets(CoreDevice, Movable[Any]):
     def _core_handlers(self) -> dict[str, Handler]:
         return {"configSet": self._on_config_set, "propertyChanged": self._on_property_changed}
 
+    def _core_filters(self) -> dict[str, Callable[..., bool]]:
+        return {"propertyChanged": self._concerns}
+
+    def _concerns(self, device: str, prop: str, _value: Any = None) -> bool:
+        """Whether a property change may change the preset or power (any thread).
+
+        Not the shutter a snap opens and closes twice per frame, unless a preset sets it.
+        """
+        limits = self._limits
+        if limits is None:
+            return False
+        return (device, prop) in self.power_properties.values() or device in limits["devices"]
+
     def _on_config_set(self, group: str, config: str) -> None:
         """Another client set a preset (runs on the device's loop)."""
         if group == self.group:
@@ -171,9 +184,7 @@ class ChannelPresets(CoreDevice, Movable[Any]):
 
     def _on_property_changed(self, device: str, prop: str, value: Any) -> None:
         """Another client changed a property (runs on the device's loop)."""
-        if self._limits is None:
-            return
-        if (device, prop) in self.power_properties.values() or device in self._limits["devices"]:
+        if self._concerns(device, prop):
             self._reread()
 
     def _reread(self, config: str | None = None) -> None:

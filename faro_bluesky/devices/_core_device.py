@@ -65,16 +65,25 @@ class CoreSubscriptions:
         core: CMMCorePlus,
         loop: asyncio.AbstractEventLoop,
         handlers: Mapping[str, Handler],
+        filters: Mapping[str, Callable[..., bool]] | None = None,
     ) -> None:
         """Relay ``core.events.<name>`` to the bound method ``handlers[name]`` on ``loop``.
 
-        Any previous connections are dropped first (a reconnect subscribes afresh).
+        ``filters[name](*args)``, if given, decides in the emitting thread whether an
+        event is relayed at all: a camera's snap reports its shutter opening and closing,
+        and each relay wakes the event loop, which then takes the interpreter from the
+        camera's thread just as its exposure begins or ends (decision 0069). Any previous
+        connections are dropped first (a reconnect subscribes afresh).
         """
         self.close()
         connect = _connector_for(core.events)
+        filters = filters or {}
         for signal_name, method in handlers.items():
             signal = getattr(core.events, signal_name)
-            relay = self._relay(weakref.WeakMethod(method), loop)
+            wanted = filters.get(signal_name)
+            relay = self._relay(
+                weakref.WeakMethod(method), loop, None if wanted is None else _weak(wanted)
+            )
             connect(signal, relay)
             self._connections.append((signal, relay))
         self._finalizer = weakref.finalize(owner, _disconnect, self._connections)
@@ -106,12 +115,17 @@ class CoreSubscriptions:
         finally:
             self._local.depth -= 1
 
-    def _relay(self, ref: weakref.WeakMethod[Handler], loop: asyncio.AbstractEventLoop) -> Handler:
+    def _relay(
+        self,
+        ref: weakref.WeakMethod[Handler],
+        loop: asyncio.AbstractEventLoop,
+        wanted: Callable[..., bool] | None = None,
+    ) -> Handler:
         local = self._local
 
         def relay(*args: Any) -> None:
             # runs in the emitting thread, inside the other client's core call
-            if getattr(local, "depth", 0):
+            if getattr(local, "depth", 0) or (wanted is not None and not wanted(*args)):
                 return
             method = ref()
             if method is None:
@@ -148,6 +162,17 @@ def _disconnect(connections: list[tuple[Any, Handler]]) -> None:
             logger.debug("could not disconnect %r", relay, exc_info=True)
 
 
+def _weak(fn: Callable[..., bool]) -> Callable[..., bool]:
+    """``fn`` (a bound method) without keeping its device alive: True once it is gone."""
+    ref = weakref.WeakMethod(fn)  # type: ignore[arg-type]
+
+    def wanted(*args: Any) -> bool:
+        method = ref()
+        return True if method is None else method(*args)
+
+    return wanted
+
+
 def _run_handler(method: Handler, args: tuple[Any, ...]) -> None:
     try:
         method(*args)
@@ -170,7 +195,9 @@ class _CoreConnector(DeviceConnector):
         await super().connect_real(device, timeout, force_reconnect)
         loop = asyncio.get_running_loop()
         # subscribe first, then read: a change made in between is not lost
-        device._events.connect(device, device._worker.core, loop, device._core_handlers())
+        device._events.connect(
+            device, device._worker.core, loop, device._core_handlers(), device._core_filters()
+        )
         try:
             await asyncio.wait_for(device._read_core(), timeout)
         except BaseException:
@@ -212,6 +239,14 @@ class CoreDevice(StandardReadable):
 
     def _core_handlers(self) -> dict[str, Handler]:
         """``{core.events signal name: bound method run on the device's loop}``."""
+        return {}
+
+    def _core_filters(self) -> dict[str, Callable[..., bool]]:
+        """``{signal name: whether an event concerns this device}`` (default: all do).
+
+        Asked in the emitting thread before the event is relayed: cheap, thread-safe,
+        never raising.
+        """
         return {}
 
     def close(self) -> None:

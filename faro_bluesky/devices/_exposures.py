@@ -9,15 +9,24 @@ the RunEngine only waits, so work that can wait a few ms waits for the next expo
 start (`ExposureGate.wait_past`), as the zarr writer's writes do. The gate also opens when
 the plan waits for such work (a stimulation waits for its mask: no exposure comes until
 the mask is there), and a waiter gives up after its timeout.
+
+While the closed loop computes a mask (from the segmenter's plane, read out during the
+next exposure), that exposure is the mask's: frame writes skip it and go with the next
+one (`mask_pending`, decision 0069), so the mask is out before the exposure ends.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable
 
 __all__ = ["EXPOSURES", "ExposureGate"]
+
+
+MASK_HOLD_S = 0.25
+"""Longest a mask computation keeps `mask_pending` true (a mask that never comes)."""
 
 
 class ExposureGate:
@@ -27,6 +36,20 @@ class ExposureGate:
         self._changed = threading.Condition()
         self._generation = 0
         self._listeners: list[Callable[[], None]] = []
+        self._mask_until = 0.0
+
+    @property
+    def mask_pending(self) -> bool:
+        """Whether the closed loop is computing a mask now (`mask_started`, `mask_out`)."""
+        return time.monotonic() < self._mask_until
+
+    def mask_started(self) -> None:
+        """A mask is being computed from a frame just read out (any thread)."""
+        self._mask_until = time.monotonic() + MASK_HOLD_S
+
+    def mask_out(self) -> None:
+        """The mask is out (or will not come)."""
+        self._mask_until = 0.0
 
     @property
     def generation(self) -> int:

@@ -22,6 +22,7 @@ import zarr
 from numpy.typing import DTypeLike, NDArray
 from zarr.codecs import BloscCodec
 
+from ._exposures import EXPOSURES
 from ._native_heap import give_back_freed_memory
 from ._ngff import image, ome_attrs
 
@@ -162,8 +163,18 @@ class ZarrFrameWriter:
         return self.submit(image)
 
     def welcome(self) -> None:
-        """An exposure starts (the plan waits for it): queued frames may be written now."""
-        self._go.set()
+        """An exposure starts (the plan waits for it): queued frames may be written now.
+
+        Not while the closed loop computes a mask during it (`EXPOSURES.mask_pending`):
+        the frames then go with the next exposure (the stimulation's; decision 0069).
+        """
+        if not EXPOSURES.mask_pending:
+            self._go.set()
+
+    @property
+    def may_write(self) -> bool:
+        """Whether held frames may be written now (an exposure welcomed them, a flush)."""
+        return self._go.is_set()
 
     def append(self, image: NDArray) -> int:
         """Write ``image`` as the next frame and wait until it is on disk; its index."""

@@ -261,6 +261,24 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
                 self._elements = new
                 self._schedule = self._build_schedule()
 
+    def _next_preset(self, burst_end: int) -> Any:
+        """The first preset of the visit after the current one, if known and set by a preset.
+
+        A stimulation applies it as it ends (decision 0069), which is what `prepare_visit`
+        would do next. None when that visit is not decided yet, is a later frame of the
+        armed burst, or begins with a stimulation (``"previous"`` mode); a schedule edited
+        meanwhile costs nothing: the visit sets whatever preset it has itself.
+        """
+        i = self.visits_done + 1
+        with self._lock:
+            sched = self._schedule
+            n = sched[i] if sched is not None and i < len(sched) else None
+        if n is None or not n.channels or i < burst_end:
+            return None
+        if n.stim and self.stim_mode == "previous":
+            return None
+        return n.channels[0]
+
     def _element_of(self, v: Visit) -> int:
         """One past the index of the element holding visit ``v`` (its phase has begun)."""
         owner: list[int] = []  # flattened phase index -> element index
@@ -458,6 +476,7 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
                         light=light,
                         sequenced=switching,
                         meanwhile=summaries,
+                        then=self._next_preset(burst_end),
                     )
                 except DeviceFault as fault:
                     misses += 1

@@ -11,6 +11,7 @@ these ~3 ms of messages sat between the stimulation's end and the next visit's e
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,21 +19,93 @@ from bluesky import Msg
 from bluesky.protocols import Readable, Triggerable
 from bluesky.utils import FailedStatus, MsgGenerator, new_uid
 
-from ..devices import Camera, CameraMask, ChannelPresets, LightSetting, PatternedLight
+from ..devices import (
+    Camera,
+    CameraMask,
+    ChannelPresets,
+    LightSetting,
+    MaskFacet,
+    PatternedLight,
+)
 from ..schema import FrameKind, Stream
 from ._errors import DeviceFault
 from ._stubs import (
     OpenEvent,
+    Triggered,
     _mv,
     _pauses,
+    _send,
     _settings_count,
     _status_error,
+    finish_trigger,
     frame_devices,
+    send_preset,
+    settle_preset,
+    start_fetch,
     start_trigger,
+    wait_first,
 )
 from ._tags import PauseClock, VisitTag
 
-__all__ = ["stimulate"]
+__all__ = ["Staged", "stage_stimulation", "stimulate"]
+
+
+@dataclass
+class Staged:
+    """A stimulation's preset (and pattern) sent during the last imaging exposure.
+
+    Sent while that frame was exposed to devices that run on the camera's core thread
+    after the snap (`Camera.after_exposure`), so they are applied the moment the frame
+    is read out (decision 0069). `stimulate` then only waits for them.
+    """
+
+    group: str
+    """The group of the preset's (and pattern's) ``set``."""
+    pauses: int
+    """The pause count when they were sent: a pause since undoes them (blank, re-set)."""
+    pattern: Any = None
+    """The pattern sent to the light (None: not sent, the mask was not out in time)."""
+    fetch: Triggered | None = None
+    """The mask facet's trigger under way (`start_fetch`), for `fetch_mask`."""
+
+
+def stage_stimulation(
+    camera: Camera,
+    channel: ChannelPresets,
+    light: PatternedLight | None,
+    setting: Any,
+    exposing: Triggered,
+    *,
+    masks: MaskFacet | None = None,
+    frame: tuple[int, int] = (0, 0),
+    pattern: Any = None,
+    clock: PauseClock | None = None,
+) -> MsgGenerator[Staged | None]:
+    """During the last imaging exposure, send the stimulation's preset and pattern.
+
+    ``exposing``: that frame's trigger (`start_trigger`). ``pattern``: the mask when it
+    is known beforehand (whole field, a fixed mask); otherwise ``masks`` is asked for the
+    mask of ``frame`` (fov, t) now, and the pattern is sent if it comes before the
+    exposure ends. None (nothing sent) unless the camera's thread runs the channel's and
+    the light's calls after its exposure. Sends only (``awaited``: `_send`); never raises.
+    """
+    if not camera.after_exposure(channel) or not (light is None or camera.after_exposure(light)):
+        return None
+    staged = Staged(new_uid(), _pauses(clock))
+    yield from _send(Msg("set", channel, LightSetting.coerce(setting), group=staged.group), True)
+    if pattern is None and masks is not None:
+        staged.fetch = yield from start_fetch(masks, *frame, awaited=True)
+        cam = [s for obj, s in exposing[1] if obj is camera]
+        yield from wait_first([*(s for _, s in staged.fetch[1]), *cam])
+        facet = staged.fetch[1][0][1]
+        if facet is not None and facet.done and facet.success and not masks.interrupted:
+            pattern = masks.as_fired(masks.value)
+    if pattern is not None and _pauses(clock) == staged.pauses:
+        staged.pattern = True if light is None else pattern
+        if light is not None:
+            shown = CameraMask(pattern) if isinstance(pattern, np.ndarray) else pattern
+            yield from _send(Msg("set", light, shown, group=staged.group), True)
+    return staged
 
 
 def stimulate(
@@ -49,6 +122,8 @@ def stimulate(
     applied: dict[str, Any] | None = None,
     unsaved: OpenEvent | None = None,
     while_exposing: Callable[[], MsgGenerator[Any]] | None = None,
+    staged: Staged | None = None,
+    then: Any = None,
 ) -> MsgGenerator[list[dict[str, Any]]]:
     """Project ``mask`` (camera pixels) with ``light``, expose each stim channel, blank.
 
@@ -61,6 +136,11 @@ def stimulate(
     the first stim frame exposes (first of what it records then). ``while_exposing``:
     a plan run once, while the first stim frame is exposed (it composes events only; a
     trigger failure meanwhile is left to the frame's wait). Not run if no frame started.
+    ``staged``: the first stim channel's preset (and ``mask``'s pattern, if its
+    ``pattern`` is set) were sent already (`stage_stimulation`); only waited for, unless
+    a pause came since. ``then``: the channel setting to apply after the last stim frame
+    (the next visit's first preset), sent with the blank during that frame's exposure
+    when the camera's thread applies both after it.
 
     Yields
     ------
@@ -77,10 +157,15 @@ def stimulate(
             before = _pauses(clock)
             target = LightSetting.coerce(setting)
             group = new_uid()
-            if light is not None:
-                yield Msg("set", light, pattern, group=group)
-            if applied is None or applied.get("channel") != target:
-                yield Msg("set", channel, target, group=group)
+            if c == 0 and staged is not None and staged.pauses == before:
+                group = staged.group  # the preset is on its way (and the pattern, if sent)
+                if light is not None and staged.pattern is None:
+                    yield Msg("set", light, pattern, group=group)
+            else:
+                if light is not None:
+                    yield Msg("set", light, pattern, group=group)
+                if applied is None or applied.get("channel") != target:
+                    yield Msg("set", channel, target, group=group)
             if unsaved is not None:  # the imaging frame's readings, taken while they move
                 yield from unsaved.complete(awaited=True)
             try:
@@ -112,6 +197,9 @@ def stimulate(
                     stream,
                     meanwhile=meanwhile,
                     blank=light if last else None,
+                    then=(channel, then) if last and then is not None else None,
+                    clock=clock,
+                    applied=applied,
                 )
             )
         )
@@ -127,13 +215,19 @@ def _stim_frame(
     *,
     meanwhile: Callable[[], MsgGenerator[Any]] | None,
     blank: PatternedLight | None,
+    then: tuple[ChannelPresets, Any] | None = None,
+    clock: PauseClock | None = None,
+    applied: dict[str, Any] | None = None,
 ) -> MsgGenerator[dict[str, Any]]:
     """One stim frame: its settings read while it is exposed, then ``blank`` dark.
 
     Taken once and recorded once, like `trigger_and_read_complete` (a pause's resume
     waits for the frame, never triggers it again). ``meanwhile`` runs during the
-    exposure. ``blank``: the light to blank after the frame; its event (whose pattern
-    was read during the exposure) is saved while it blanks, then the blank is waited for.
+    exposure. ``blank``: the light to blank after the frame, sent during the exposure
+    when the camera's thread applies it once the exposure ends (`Camera.after_exposure`,
+    decision 0069), else once the frame is taken; the frame's event (whose pattern was
+    read during the exposure) is saved while it goes dark. ``then``: (channel, setting)
+    to apply after the frame, only in the first case (`send_preset`).
     """
     triggered = [d for d in devices if isinstance(d, Triggerable)]
     early = _settings_count(devices, camera, triggered)
@@ -145,15 +239,26 @@ def _stim_frame(
         except Exception as exc:  # raised once the frame under way is recorded
             failed = exc
     event = OpenEvent()
-    readings = yield from event.begin_exposed(devices[:early], stream, started)
-    group = None
-    if blank is not None:  # dark at once; the event is composed while it goes dark
-        group = new_uid()
-        yield Msg("set", blank, False, group=group)
+    readings = yield from event.begin(devices[:early], stream, awaited=True)
+    dark = new_uid()
+    blank_now = blank is not None and camera.after_exposure(blank)
+    if blank_now:  # dark the moment the frame is read out (the camera's thread)
+        yield from _send(Msg("set", blank, False, group=dark), True)
+    sent = None
+    if then is not None:
+        sent = yield from send_preset(camera, *then, clock=clock, applied=applied)
+    try:
+        yield from finish_trigger(*started)
+    except BaseException:
+        yield from event.drop()
+        raise
+    if blank is not None and not blank_now:  # dark at once; the event is saved meanwhile
+        yield Msg("set", blank, False, group=dark)
     readings.update((yield from event.read(devices[early:])))
     yield from event.save()
-    if group is not None:
-        yield Msg("wait", None, group=group)
+    if blank is not None:
+        yield Msg("wait", None, group=dark)
+    yield from settle_preset(sent, clock=clock, applied=applied)  # (else: the next visit)
     if failed is not None:
         raise failed
     return readings

@@ -11,6 +11,7 @@ repeated.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Sequence
@@ -207,15 +208,23 @@ class OpenEvent:
         return (yield from self.read(devices, awaited=awaited))
 
     def begin_exposed(
-        self, devices: Sequence[Readable], name: str, started: Triggered
+        self,
+        devices: Sequence[Readable],
+        name: str,
+        started: Triggered,
+        meanwhile: Callable[[], MsgGenerator[Any]] | None = None,
     ) -> MsgGenerator[dict[str, Any]]:
         """`begin` while the trigger ``started`` takes the frame, then wait for it.
 
         The frame's settings are read while it is exposed (decision 0063); no frame (the
-        trigger failed, or a stop came): no event, it is dropped.
+        trigger failed, or a stop came): no event, it is dropped. ``meanwhile``: a plan
+        run after those readings, still during the exposure (it must not raise: it sends
+        with ``awaited``, see `_send`).
         """
         readings = yield from self.begin(devices, name, awaited=True)
         try:
+            if meanwhile is not None:
+                yield from meanwhile()
             yield from finish_trigger(*started)
         except BaseException:
             yield from self.drop()
@@ -341,6 +350,58 @@ def begin_set_channel(
     return group, target, _pauses(clock)
 
 
+SentPreset = tuple[str, LightSetting, int]
+"""`send_preset`'s group, setting and pause count."""
+
+
+def send_preset(
+    camera: Camera,
+    channel: ChannelPresets,
+    setting: Any,
+    *,
+    clock: PauseClock | None = None,
+    applied: dict[str, Any] | None = None,
+) -> MsgGenerator[SentPreset | None]:
+    """During an exposure, send the next preset if the camera's thread applies it after.
+
+    The core's thread runs calls in order (`Camera.after_exposure`): the preset is then
+    applied the moment the frame is read out, not a RunEngine round trip later
+    (decision 0069). Finish with `settle_preset`. None (nothing sent) if it is applied
+    already, if nothing keeps track of what is applied, or if the camera's exposure does
+    not hold that thread. Sends only (``awaited``, see `_send`).
+    """
+    target = LightSetting.coerce(setting)
+    if applied is None or applied.get("channel") == target or not camera.after_exposure(channel):
+        return None
+    group = new_uid()
+    yield from _send(Msg("set", channel, target, group=group), True)
+    return group, target, _pauses(clock)
+
+
+def settle_preset(
+    sent: SentPreset | None,
+    *,
+    clock: PauseClock | None = None,
+    applied: dict[str, Any] | None = None,
+) -> MsgGenerator[bool]:
+    """Wait for a `send_preset`; True (and ``applied`` says so) if it is in place.
+
+    False if nothing was sent, it failed, or a pause came since (which leaves a preset
+    untrusted): the caller sets it itself then (`set_channel`, with its retry and error).
+    """
+    if sent is None:
+        return False
+    group, target, since = sent
+    try:
+        yield Msg("wait", None, group=group)
+    except FailedStatus:
+        return False
+    if _pauses(clock) != since or applied is None:
+        return False
+    applied["channel"] = target
+    return True
+
+
 def end_set_channel(
     channel: ChannelPresets,
     pending: tuple[str, LightSetting, int] | None,
@@ -377,6 +438,7 @@ def acquire(
     applied: dict[str, Any] | None = None,
     sequenced: bool = False,
     keep_open: OpenEvent | None = None,
+    while_last: Callable[[Triggered], MsgGenerator[Any]] | None = None,
 ) -> MsgGenerator[list[dict[str, Any]]]:
     """Take one frame per channel setting (preset, exposure, power), one event each.
 
@@ -390,7 +452,8 @@ def acquire(
     taken, and is saved while the next frame is exposed: the RunEngine's work overlaps the
     exposures (decision 0063). With ``keep_open`` (an `OpenEvent`) the last one is left
     open in it for the caller to save once it has started what comes next (the experiment
-    plan: the stimulation's preset and pattern).
+    plan: the stimulation's preset and pattern). ``while_last(started)``: a plan run
+    while the last frame is exposed, after its settings are read (`OpenEvent.begin_exposed`).
 
     Yields
     ------
@@ -413,8 +476,10 @@ def acquire(
     early = 0 if sequenced else _settings_count(devices, camera, triggered)
     previous = OpenEvent()  # the previous frame's event: readings taken, save due
     try:
+        sent: SentPreset | None = None  # this frame's preset, sent while the last exposed
         for c, setting in enumerate(settings):
-            if not sequenced:  # after the previous frame's readings: they keep its preset
+            if not sequenced and not (yield from settle_preset(sent, clock=clock, applied=applied)):
+                # (after the previous frame's readings: they keep its preset)
                 yield from set_channel(channel, setting, clock=clock, applied=applied)
             if tag is not None:
                 tag.frame_kind(kind, c, len(settings))
@@ -423,8 +488,21 @@ def acquire(
             yield from previous.save(awaited=True)
             last = keep_open is not None and c == len(settings) - 1
             event = keep_open if last else OpenEvent()
+            following = settings[c + 1] if c + 1 < len(settings) else None
+
+            def meanwhile(started: Triggered = started, following: Any = following) -> MsgGenerator:
+                # after this frame's settings are read, still while it is exposed
+                nonlocal sent
+                sent = None
+                if following is not None and not sequenced:
+                    sent = yield from send_preset(
+                        camera, channel, following, clock=clock, applied=applied
+                    )
+                if following is None and while_last is not None:
+                    yield from while_last(started)
+
             # (no frame, no event; the previous one is saved)
-            readings = yield from event.begin_exposed(devices[:early], stream, started)
+            readings = yield from event.begin_exposed(devices[:early], stream, started, meanwhile)
             if sequenced:
                 # a camera sequence switched the preset; the channel records it once the
                 # frame is taken (a pause during the trigger leaves no older reading)
@@ -476,6 +554,7 @@ def fetch_mask(
     *,
     clock: PauseClock | None = None,
     record: bool = True,
+    started: tuple[Triggered, int] | None = None,
 ) -> MsgGenerator[NDArray | bool]:
     """Get the mask of frame ``(fov, t)`` through ``masks`` and record it (stream ``mask``).
 
@@ -485,15 +564,16 @@ def fetch_mask(
     needed) and an empty one as ``False``. With ``record=False`` the caller records it
     later with `record_mask` (the experiment plan does so after the stimulation has
     started, keeping the event's composition off the closed loop's critical path).
+    ``started``: the facet was set to the frame and triggered already (`start_fetch`),
+    with the pause count then.
     """
     while True:
-        before = _pauses(clock)
-        # the facet selects the frame as it is set: its trigger follows at once, and one
-        # wait covers both (a round trip less on the closed loop's path)
-        group = new_uid()
-        yield Msg("set", masks, (fov, t), group=group)
-        status = yield Msg("trigger", masks, group=group)
-        yield from finish_trigger(group, [(masks, status)])
+        if started is None:
+            before = _pauses(clock)
+            triggered = yield from start_fetch(masks, fov, t)
+        else:
+            (triggered, before), started = started, None
+        yield from finish_trigger(*triggered)
         if not (masks.interrupted and _pauses(clock) != before):
             break  # a pause ended the wait: ask again now that we run again
     if record:
@@ -504,6 +584,56 @@ def fetch_mask(
     if not mask.any():
         return False
     return mask
+
+
+def start_fetch(
+    masks: MaskFacet, fov: int, t: int, *, awaited: bool = False
+) -> MsgGenerator[Triggered]:
+    """Select frame ``(fov, t)`` on ``masks`` and trigger it; finish with `finish_trigger`.
+
+    The facet selects the frame as it is set: its trigger follows at once, and one wait
+    covers both (a round trip less on the closed loop's path). ``awaited``: sent while
+    another trigger is under way (see `_send`; a lost status is then None).
+    """
+    group = new_uid()
+    yield from _send(Msg("set", masks, (fov, t), group=group), awaited)
+    status = yield from _send(Msg("trigger", masks, group=group), awaited)
+    return group, [(masks, None if status is _LOST else status)]
+
+
+def wait_first(statuses: Sequence[Any]) -> MsgGenerator[None]:
+    """Wait until one of ``statuses`` is done (bluesky's ``wait`` waits for all).
+
+    Nothing is raised for a failed one: its own wait finds it. A pause may cut the wait
+    short (the statuses are then simply not done).
+    """
+    pending = [s for s in statuses if s is not None]
+    if not pending or any(s.done for s in pending):
+        return
+    yield from _send(Msg("wait_for", None, [lambda: _first_done(pending)]), True)
+
+
+async def _first_done(statuses: Sequence[Any]) -> None:
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+
+    def finished(_: Any) -> None:
+        if not done.done():
+            done.set_result(None)
+
+    def callback(status: Any) -> None:  # (on the loop's thread for an AsyncStatus)
+        try:
+            here = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        if here is loop:
+            finished(status)
+        else:
+            loop.call_soon_threadsafe(finished, status)
+
+    for status in statuses:
+        status.add_callback(callback)
+    await done
 
 
 def record_mask(masks: MaskFacet, *, awaited: bool = False) -> MsgGenerator[dict[str, Any]]:

@@ -16,13 +16,15 @@ from ..devices import FixedMask, MaskFacet, Microscope, PatternedLight
 from ..schema import FrameKind
 from ._errors import DeviceFault
 from ._schedule import Visit
-from ._stimulate import stimulate
+from ._stimulate import Staged, stage_stimulation, stimulate
 from ._stubs import (
     OpenEvent,
+    Triggered,
     acquire,
     begin_set_channel,
     end_set_channel,
     fetch_mask,
+    finish_trigger,
     move,
     record_mask,
     set_channel,
@@ -47,6 +49,7 @@ def visit(
     light: PatternedLight | None = None,
     sequenced: bool = False,
     meanwhile: Callable[[bool], MsgGenerator[Any]] | None = None,
+    then: Any = None,
 ) -> MsgGenerator[None]:
     """One visit of FOV ``v.p`` at timepoint ``v.t``: move, image, stimulate, reference.
 
@@ -57,7 +60,12 @@ def visit(
     projected by ``light`` (a `PatternedLight`; default the microscope's, ``scope.dmd``).
     ``meanwhile(awaited)``: records the caller composes during the stimulation's exposure
     (after the mask's event; the experiment plan's analysis summaries), run at most once:
-    not at all in a visit that does not stimulate.
+    not at all in a visit that does not stimulate. ``then``: the channel setting the next
+    visit starts with (its first preset), applied as the stimulation ends.
+
+    The stimulation's preset, and its pattern if the mask is out before the last imaging
+    frame's exposure ends, are sent during that exposure to devices the camera's thread
+    applies after it (decision 0069); the blank and ``then`` during the stim exposure.
 
     Yields
     ------
@@ -78,18 +86,46 @@ def visit(
     state = {"clock": clock, "applied": applied}
     fixed = masks is not None and isinstance(masks.provider, FixedMask)  # known beforehand
 
+    def known_mask() -> Any:
+        """The pattern when no analysis decides it: a fixed mask, else the whole field."""
+        return masks.as_fired(masks.provider.mask) if fixed else True
+
+    staged: Staged | None = None
+
+    def stage(exposing: Triggered) -> MsgGenerator[None]:
+        # the last imaging frame exposes: its stimulation's preset and pattern go now
+        nonlocal staged
+        staged = yield from stage_stimulation(
+            scope.camera,
+            scope.channel,
+            light,
+            v.stim_channels[0],
+            exposing,
+            masks=masks,
+            frame=(v.p, v.t),
+            pattern=known_mask() if masks is None or fixed else None,
+            clock=clock,
+        )
+
     def _stim(source_t: int, unsaved: OpenEvent | None = None) -> MsgGenerator[None]:
         # ``unsaved``: the last imaging frame's event, read and not saved (a fixed mask's
         # stimulation); it is saved once the stimulation's devices are moving
-        mask: Any = True
-        if fixed:  # known beforehand: fired at once, fetched (and recorded) after
-            mask = masks.as_fired(masks.provider.mask)
-        elif masks is not None:
+        mask: Any = known_mask() if masks is None or fixed else None
+        if staged is not None and staged.pattern is not None:
+            mask = staged.pattern  # (on its way; a fixed mask is fetched after, as below)
+        elif mask is None:
             if unsaved is not None and not masks.ready(v.p, source_t):
                 yield from unsaved.save()  # the analyzer's mask may start from this event
             # the stim preset goes up while the analyzer works; only the pattern follows it
-            preset = yield from begin_set_channel(scope.channel, v.stim_channels[0], **state)
-            mask = yield from fetch_mask(masks, v.p, source_t, clock=clock, record=False)
+            preset = None
+            if staged is None:
+                preset = yield from begin_set_channel(scope.channel, v.stim_channels[0], **state)
+            fetching = None
+            if staged is not None and staged.fetch is not None:
+                fetching = (staged.fetch, staged.pauses)  # asked while the image exposed
+            mask = yield from fetch_mask(
+                masks, v.p, source_t, clock=clock, record=False, started=fetching
+            )
             yield from end_set_channel(scope.channel, preset, **state)
 
         recorded = False
@@ -102,6 +138,11 @@ def visit(
             if fixed:
                 yield from fetch_mask(masks, v.p, source_t, clock=clock)
             elif masks is not None:
+                if staged is not None and staged.fetch is not None and staged.pattern is not None:
+                    # the mask came during the image's exposure: its trigger is done; waited
+                    # for all the same (a group never waited stays in the RunEngine till the
+                    # run ends: memory over a long run)
+                    yield from finish_trigger(*staged.fetch)
                 yield from record_mask(masks, awaited=awaited)
             if meanwhile is not None:
                 yield from meanwhile(awaited)
@@ -118,6 +159,8 @@ def visit(
                 v.stim_channels,
                 unsaved=unsaved,
                 while_exposing=None if fixed else lambda: record(awaited=True),
+                staged=staged,
+                then=then,
                 **common,
             )
         except DeviceFault:
@@ -142,11 +185,18 @@ def visit(
             kind=FrameKind.IMAGE,
             sequenced=sequenced,
             keep_open=None if v.ref else unsaved,
+            while_last=stage if stim_next and v.stim_channels and not v.ref else None,
             **common,
         )
         if v.ref:
             yield from acquire(
-                scope.camera, scope.channel, v.ref_channels, kind="ref", keep_open=unsaved, **common
+                scope.camera,
+                scope.channel,
+                v.ref_channels,
+                kind="ref",
+                keep_open=unsaved,
+                while_last=stage if stim_next and v.stim_channels else None,
+                **common,
             )
         if stim_next:
             yield from _stim(v.t, unsaved)

@@ -137,6 +137,7 @@ class SimWorld:
         self.autoshutter = lambda: True
         self.snaps = 0
         self.recorded: list[NDArray[np.uint16]] | None = None
+        self.unsteady: list[int] = []
         self._rng = np.random.default_rng([seed, 1])
         self._lock = threading.Lock()
         self.light_paths: list[LightPath] = []
@@ -157,8 +158,21 @@ class SimWorld:
         return self.renderer.shape
 
     def record_frames(self, on: bool = True) -> None:
-        """Keep a copy of every frame the camera produces in `recorded` (for tests)."""
+        """Keep a copy of every frame the camera produces in `recorded` (for tests).
+
+        Also `unsteady`: the snaps (their index) during which the light path changed
+        (filter, LED levels, a pattern shown): a frame must never see its light change.
+        """
         self.recorded = [] if on else None
+        self.unsteady: list[int] = []
+
+    def _light_state(self) -> tuple[Any, ...]:
+        """What shapes the light of an exposure (patterns compared by identity)."""
+        o = self.optics
+        return (o.filter, dict(o.levels), o.dmd_image, *(p.image for p in self.light_paths))
+
+    def _same_light(self, a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
+        return a[:2] == b[:2] and all(x is y for x, y in zip(a[2:], b[2:], strict=True))
 
     def add_light_path(
         self,
@@ -233,12 +247,15 @@ class SimWorld:
                 f.camera_fail_frames.discard(n)
                 raise SimulatedFault(f"simulated camera failure at frame {n}")
             self.optics.next_exposure()
+            light = self._light_state() if self.recorded is not None else None
             frame = self._expose(exposure_ms)
         if self.recorded is not None:
             self.recorded.append(frame.copy())
         remaining = exposure_ms / 1000.0 - (time.perf_counter() - start)
         if remaining > 0:
             time.sleep(remaining)
+        if light is not None and not self._same_light(light, self._light_state()):
+            self.unsteady.append(n)
         return frame
 
     def _expose(self, exposure_ms: float) -> NDArray[np.uint16]:

@@ -156,16 +156,17 @@ def _on_the_path(out: pd.DataFrame) -> None:
     stage is the way from that end to the pattern shown, its ``pixels_to_mask`` 0.
 
     A mask computed from the segmenter's plane may be ready before the visit's last
-    exposure ends (``mask-segment_*``, ``mask-steps_*``): its analyzer times before that end
-    are clamped to it (those stages took no time on the path) and its compute is the part
-    of its spans between that end and the plan having the mask.
+    exposure ends (``mask-segment_*``, ``mask-steps_*``), and the plan may have it then
+    (it asks during that exposure, decision 0069): its times before that end are clamped
+    to it (those stages took no time on the path) and its compute is the part of its
+    spans between that end and the plan having the mask.
     """
     end = out["exposure_end"].to_numpy(float)
     # a mask recorded after its pattern went up was known before the visit (a fixed mask,
     # e.g. whole field: the plan fires it at once and records it after the stimulation)
     ready, shown = out["mask_ready"].to_numpy(float), out["dmd_shown"].to_numpy(float)
     out["mask_ready"] = np.where(ready > shown, np.minimum(end, shown), ready)
-    for column in ("pixels_ready", "labels_ready"):
+    for column in ("pixels_ready", "labels_ready", "mask_ready"):
         values = out[column].to_numpy(float)
         out[column] = np.where(np.isfinite(values) & (values < end), end, values)
     for i, spans in enumerate(out["spans"]):

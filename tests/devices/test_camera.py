@@ -7,6 +7,7 @@ import bluesky.preprocessors as bpp
 import numpy as np
 import pytest
 import zarr
+from bluesky import Msg
 from bluesky.utils import FailedStatus
 from ophyd_async.core import TriggerInfo
 
@@ -85,3 +86,51 @@ def test_frames_signal_and_lookup(RE, scope):
     assert seen[0].metadata["channel"] == "BF"
     assert scope.camera.frames.get(seen[0].uri, 1) is seen[1]
     assert scope.camera.frames.get("nowhere", 0) is None
+
+
+def test_a_move_sent_during_a_snap_is_applied_once_its_exposure_ends(RE, docs, scope):
+    """Decision 0069: the core's thread runs calls in order, so a preset (or a pattern)
+    sent while a plain snap exposes is applied after it: never during the frame, and
+    without a RunEngine round trip. A burst's frame or a device over another thread gives
+    no such promise."""
+    world = scope.sim.world
+    world.record_frames()
+    promised = []
+
+    @bpp.stage_decorator([scope.camera])
+    @bpp.run_decorator()
+    def plan():
+        yield from bps.mv(scope.channel, "miRFP")
+        yield from bps.trigger_and_read([scope.camera])  # (the camera's first, prepared here)
+        for preset in ("ERKKTR", "miRFP"):
+            yield Msg("trigger", scope.camera, group="frame")
+            camera = scope.camera
+            promised.append(
+                (
+                    camera.after_exposure(scope.channel),
+                    camera.after_exposure(scope.dmd),
+                    camera.after_exposure(scope.stage.x),  # a signal: no core thread of its own
+                )
+            )
+            yield Msg("set", scope.channel, preset, group="preset")  # while it exposes
+            yield Msg("wait", None, group="frame")
+            yield Msg("wait", None, group="preset")
+            yield from bps.create()
+            yield from bps.read(scope.camera)
+            yield from bps.save()
+        yield from bps.mv(scope.camera.sequence, 2)  # a burst: the sequence exposes
+        yield Msg("trigger", scope.camera, group="burst")
+        promised.append((scope.camera.after_exposure(scope.channel),))
+        yield Msg("wait", None, group="burst")
+        yield from bps.create()
+        yield from bps.read(scope.camera)
+        yield from bps.save()
+        yield from bps.trigger_and_read([scope.camera])
+
+    assert RE(plan()).exit_status == "success"
+    assert promised == [(True, True, False), (True, True, False), (False,)]
+    assert world.unsteady == []  # no frame saw its light path change
+    (resource,) = docs.of("stream_resource")
+    frames = [scope.camera.frames.get(resource["uri"], i) for i in range(3)]
+    channels = [f.metadata["channel"] for f in frames]
+    assert channels == ["miRFP", "miRFP", "ERKKTR"]  # each preset came after its frame

@@ -243,3 +243,41 @@ def test_slm_and_dmd_read_the_core_in_connect_and_mock_without_it(RE, scope):
     with pytest.raises(ValueError, match="no SLM: pass label="):
         call_in_bluesky_event_loop(SLM(bare).connect())
     CoreWorker.for_core(bare).shutdown()
+
+
+def test_a_snap_by_another_client_wakes_no_device_it_does_not_concern(RE, scope):
+    """A snap opens and closes the shutter (autoshutter); relaying that to the channel
+    woke the event loop twice per frame, as the exposure began and ended (decision 0069).
+    The relay asks the device first, in the emitting thread."""
+    from faro_bluesky.devices._core_device import CoreSubscriptions
+
+    class Recorder:
+        def __init__(self):
+            self.calls = []
+
+        def on_property(self, *args):
+            self.calls.append(args)
+
+    class Loop:  # records what would have been handed to the event loop
+        def __init__(self):
+            self.handed = []
+
+        def call_soon_threadsafe(self, fn, *args):
+            self.handed.append(args)
+
+    recorder, loop = Recorder(), Loop()
+    subscriptions = CoreSubscriptions()
+    subscriptions.connect(
+        recorder,
+        scope.core,
+        loop,
+        {"propertyChanged": recorder.on_property},
+        {"propertyChanged": scope.channel._concerns},
+    )
+    try:
+        in_thread(scope.core.snapImage)
+        assert loop.handed == []  # the shutter's State: not the channel's concern
+        in_thread(scope.core.setProperty, "Filter", "Label", "ERKKTR")
+        assert {args[1][:2] for args in loop.handed} == {("Filter", "Label"), ("Filter", "State")}
+    finally:
+        subscriptions.close()

@@ -63,3 +63,28 @@ def test_a_full_queue_writes_at_once(tmp_path):
     assert w.backpressure >= 1
     assert written(w, 3)
     w.close()
+
+
+def test_an_exposure_a_mask_is_computed_in_is_the_masks(tmp_path, monkeypatch):
+    """Decision 0069: while the closed loop computes a mask, the exposure that starts is
+    left to it; held frames go with the next one (or at most `hold_s` later)."""
+    from faro_bluesky.devices import EXPOSURES, _exposures
+
+    w = writer(tmp_path, hold_s=3600)
+    (f,) = frames(1)
+    w.submit(f)
+    EXPOSURES.mask_started()
+    try:
+        w.welcome()  # the exposure during which the mask is computed
+        assert EXPOSURES.mask_pending and not w.may_write
+    finally:
+        EXPOSURES.mask_out()
+    assert not EXPOSURES.mask_pending
+    w.welcome()  # the next exposure (the stimulation's): written now
+    assert w.may_write or w.written == 1
+    assert written(w, 1)
+    w.close()
+    # a mask that never comes holds writes at most MASK_HOLD_S
+    monkeypatch.setattr(_exposures, "MASK_HOLD_S", 0.0)
+    EXPOSURES.mask_started()
+    assert not EXPOSURES.mask_pending

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import threading
 
@@ -172,12 +173,18 @@ def test_a_stimulation_records_its_mask_while_it_exposes_and_blanks_as_it_saves(
         read = [obj for cmd, obj, *_ in window if cmd == "read"]
         assert any(obj is scope.dmd for obj in read) and any(obj is scope.channel for obj in read)
         assert not any(obj is scope.camera or obj is scope.camera.timing for obj in read)
-        after = log[end:]
-        blank = next(
-            k for k, (cmd, obj, args, _) in enumerate(after) if cmd == "set" and obj is scope.dmd
+        # the blank is sent while the frame exposes, after its event read the pattern: the
+        # camera's thread applies it once the exposure ends (decision 0069)
+        read_dmd = max(
+            k for k, (cmd, obj, *_) in enumerate(window) if cmd == "read" and obj is scope.dmd
         )
-        save = next(k for k, (cmd, *_) in enumerate(after) if cmd == "save")
-        assert after[blank][2] == (False,) and blank < save
+        blank = [k for k, (cmd, obj, *_) in enumerate(window) if cmd == "set" and obj is scope.dmd]
+        assert len(blank) == 1 and window[blank[0]][2] == (False,) and read_dmd < blank[0]
+        # its event is saved before the plan waits for the dark
+        dark = window[blank[0]][3]["group"]
+        save = next(k for k in range(end, len(log)) if log[k][0] == "save")
+        waits = [k for k in range(end, len(log)) if log[k][3].get("group") == dark]
+        assert waits and save < waits[0] and log[waits[0]][0] == "wait"
     # the analyzer matched each mask with the stim frame that followed it: stored there
     order = [(e["descriptor"], e["seq_num"]) for e in docs.of("event")]
     masks, primary = events(docs, "mask"), events(docs, "primary")
@@ -195,30 +202,59 @@ def test_a_stimulation_records_its_mask_while_it_exposes_and_blanks_as_it_saves(
 
 
 class WholeFieldSource:
-    """A mask source whose masks are known at once, saying so (`ReadyMasks`) or not."""
+    """A mask source lighting the whole field; it says whether a mask is out (`ReadyMasks`).
+
+    ``needs_event``: the mask comes only once the visit's image event is in (a subscribed
+    document sink, like an analyzer whose stimulator reads every plane).
+    """
 
     provides_masks = True
     mask_timeout = 10.0
 
-    def __init__(self, says_ready: bool) -> None:
-        self.says_ready = says_ready
+    def __init__(self, needs_event: bool) -> None:
+        self.needs_event = needs_event
+        self.seen: set[tuple[int, int]] = set()
+        self.streams: dict[str, str] = {}
+        self.waiting: dict[tuple[int, int], tuple[asyncio.AbstractEventLoop, asyncio.Event]] = {}
+
+    def __call__(self, name, doc):
+        if name == "descriptor":
+            self.streams[doc["uid"]] = doc["name"]
+        elif name == "event" and self.streams.get(doc["descriptor"]) == "primary":
+            data = doc["data"]
+            if data["visit-kind"] == "image":
+                key = (data["visit-p"], data["visit-t"])
+                self.seen.add(key)
+                if key in self.waiting:
+                    loop, event = self.waiting[key]
+                    loop.call_soon_threadsafe(event.set)
 
     async def get_mask(self, fov, t):
+        if self.needs_event and (fov, t) not in self.seen:
+            event = asyncio.Event()
+            self.waiting[(fov, t)] = (asyncio.get_running_loop(), event)
+            if (fov, t) not in self.seen:  # (the event may have come meanwhile)
+                await event.wait()
         return True
 
     def mask_ready(self, fov, t):
-        return self.says_ready
+        return not self.needs_event or (fov, t) in self.seen
 
 
-@pytest.mark.parametrize("says_ready", [True, False])
+@pytest.mark.parametrize("needs_event", [False, True])
 def test_the_last_image_is_saved_during_the_stimulation_once_its_mask_is_out(
-    RE, docs, calibrated_scope, says_ready
+    RE, docs, calibrated_scope, needs_event
 ):
-    """Decision 0068: a mask already out needs no event; one still computing might."""
+    """Decision 0068: a mask already out needs no event; one still computing might.
+
+    The plan asks for the mask while the last image exposes (decision 0069); a mask out by
+    then goes up with the stim preset, and that image's event is saved during the
+    stimulation. A mask that needs the event gets it before the plan waits for the mask.
+    """
     scope = calibrated_scope
     log = []
     RE.msg_hook = lambda msg: log.append((msg.command, msg.obj, msg.kwargs))
-    source = WholeFieldSource(says_ready)
+    source = WholeFieldSource(needs_event)
     RE(
         optogenetic_plan(
             FOVS[:1], [stim_phase(n=2, frames_=(0, 1))], microscope=scope, analyzer=source
@@ -229,16 +265,24 @@ def test_the_last_image_is_saved_during_the_stimulation_once_its_mask_is_out(
     assert len(cams) == 4  # image, stim, image, stim
     for image, stim in (cams[0:2], cams[2:4]):
         saves = [i for i in range(image, stim + 8) if log[i][0] == "save"]
-        mask_set = next(
-            i for i in range(image, stim) if log[i][0] == "set" and log[i][1].name == "mask"
-        )
         first_save = saves[0]
-        if says_ready:  # saved after the stim frame's trigger, before the mask's event
+        facet = next(
+            kw["group"]
+            for cmd, obj, kw in log[image:stim]
+            if cmd == "trigger" and obj.name == "mask"
+        )
+        waits = [
+            i for i in range(image, stim) if log[i][0] == "wait" and log[i][2].get("group") == facet
+        ]
+        if not needs_event:  # out during the exposure: saved after the stim frame's trigger
+            assert not waits
             assert stim < first_save
-            assert log[first_save + 1][0] == "create" and log[first_save + 1][2]["name"] == "mask"
-        else:  # saved before the mask is asked for
-            assert first_save < mask_set
+            after = [entry for entry in log[first_save + 1 :] if entry[0] != "wait"]
+            assert after[0][0] == "create" and after[0][2]["name"] == "mask"
+        else:  # saved before the plan waits for the mask
+            assert first_save < waits[0] < stim
     assert [e["data"]["visit-kind"] for e in events(docs, "primary")] == ["image", "stim"] * 2
+    assert all(not m["data"]["mask-missed"] for m in events(docs, "mask"))
 
 
 def test_the_objects_before_the_run_are_frozen_for_the_collector_until_it_ends(RE, scope):
