@@ -3,7 +3,8 @@
 A subclass rather than a wrapper around an `SLM`: a DMD *is* an SLM (same core calls,
 same blanking, same readings), plus a calibration. Being one device keeps its readings
 named ``dmd-n_on``/``dmd-fraction`` (what readers of stored runs look up) and keeps the
-warp and the display in one call on the core's thread (the closed loop's latency path).
+warp next to the display (the closed loop's latency path: the warp on the event loop as
+the pattern is sent, the display on the core's thread, decision 0069).
 It works over any amplitude SLM the core drives, a DMD or an LCoS; the masks are binary,
 so a lit pixel is shown at the SLM's full level.
 """
@@ -179,8 +180,8 @@ class DMD(SLM):
     def set(self, value: Mask) -> AsyncStatus:
         """Project ``value`` (camera pixels); see the class docstring.
 
-        Bad masks raise here, before anything is sent to the DMD. The warp and the display
-        run in one call on the core's thread (`SLM._convert_and_display`).
+        Bad masks raise here, before anything is sent to the DMD. The mask is warped when
+        the status starts (on the event loop) and displayed on the core's thread.
         """
         return super().set(value)
 

@@ -266,9 +266,6 @@ class SLM(StandardReadable, Movable[Any], Stoppable, Pausable, Stageable):
         self._image = image
         return self._summary(image)
 
-    def _convert_and_display(self, value: Any) -> tuple[int, float]:
-        return self._display(self.to_image(value))
-
     def _shown(self, n_on: int, mean: float) -> None:
         fraction = n_on / self._dark.size
         if self._mocked:  # mock signals take their values this way
@@ -290,10 +287,12 @@ class SLM(StandardReadable, Movable[Any], Stoppable, Pausable, Stageable):
 
     @AsyncStatus.wrap
     async def _project(self, value: Any) -> None:
-        # conversion (a DMD: the warp) and display in one call on the core's thread: one
-        # hand-off, not two, on the closed loop's path; the readings' timestamps are when
-        # the image went up
-        self._shown(*await self._worker.run(self._convert_and_display, value))
+        # converted (a DMD: warped) here, on the event loop, and only displayed on the
+        # core's thread: a pattern sent while the camera exposes is ready by the time the
+        # frame is read out, and only the display follows it there (decision 0069); the
+        # readings' timestamps are when the image went up
+        image = self.to_image(value)
+        self._shown(*await self._worker.run(self._display, image))
 
     @AsyncStatus.wrap
     async def blank(self) -> None:
