@@ -35,6 +35,7 @@ from ._model import Parallel, Phase, Wait
 from ._schedule import Schedule, Visit, schedule, schedule_problems
 from ._session import session_analyzer, session_microscope
 from ._stubs import (
+    NextVisit,
     expose_at,
     frame_devices,
     move,
@@ -261,23 +262,25 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
                 self._elements = new
                 self._schedule = self._build_schedule()
 
-    def _next_preset(self, burst_end: int) -> Any:
-        """The first preset of the visit after the current one, if known and set by a preset.
+    def _next_start(self, burst_end: int) -> NextVisit | None:
+        """Where the visit after the current one starts, if it is known: its FOV, its preset.
 
-        A stimulation applies it as it ends (decision 0069), which is what `prepare_visit`
-        would do next. None when that visit is not decided yet, is a later frame of the
-        armed burst, or begins with a stimulation (``"previous"`` mode); a schedule edited
-        meanwhile costs nothing: the visit sets whatever preset it has itself.
+        A stimulation sends both as it ends (decision 0069), which is what `prepare_visit`
+        would do next. None when that visit is not decided yet; no preset when it is a
+        later frame of the armed burst or begins with a stimulation (``"previous"``
+        mode). A schedule edited meanwhile costs nothing: the visit moves and sets what it
+        needs itself.
         """
         i = self.visits_done + 1
         with self._lock:
             sched = self._schedule
             n = sched[i] if sched is not None and i < len(sched) else None
-        if n is None or not n.channels or i < burst_end:
+        if n is None:
             return None
-        if n.stim and self.stim_mode == "previous":
-            return None
-        return n.channels[0]
+        preset = n.channels[0] if n.channels else None
+        if i < burst_end or (n.stim and self.stim_mode == "previous"):
+            preset = None
+        return NextVisit(xy=n.xy, setting=preset)
 
     def _element_of(self, v: Visit) -> int:
         """One past the index of the element holding visit ``v`` (its phase has begun)."""
@@ -476,7 +479,7 @@ class OptogeneticPlan(Generator[Msg, Any, str]):
                         light=light,
                         sequenced=switching,
                         meanwhile=summaries,
-                        then=self._next_preset(burst_end),
+                        then=self._next_start(burst_end),
                     )
                 except DeviceFault as fault:
                     misses += 1

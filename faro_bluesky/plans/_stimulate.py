@@ -30,6 +30,7 @@ from ..devices import (
 from ..schema import FrameKind, Stream
 from ._errors import DeviceFault
 from ._stubs import (
+    NextVisit,
     OpenEvent,
     Triggered,
     _mv,
@@ -39,7 +40,9 @@ from ._stubs import (
     _status_error,
     finish_trigger,
     frame_devices,
+    send_move,
     send_preset,
+    settle_move,
     settle_preset,
     start_fetch,
     start_trigger,
@@ -123,7 +126,8 @@ def stimulate(
     unsaved: OpenEvent | None = None,
     while_exposing: Callable[[], MsgGenerator[Any]] | None = None,
     staged: Staged | None = None,
-    then: Any = None,
+    then: NextVisit | None = None,
+    stage: Any = None,
 ) -> MsgGenerator[list[dict[str, Any]]]:
     """Project ``mask`` (camera pixels) with ``light``, expose each stim channel, blank.
 
@@ -138,16 +142,9 @@ def stimulate(
     trigger failure meanwhile is left to the frame's wait). Not run if no frame started.
     ``staged``: the first stim channel's preset (and ``mask``'s pattern, if its
     ``pattern`` is set) were sent already (`stage_stimulation`); only waited for, unless
-    a pause came since. ``then``: the channel setting to apply after the last stim frame
-    (the next visit's first preset), sent with the blank during that frame's exposure
-    when the camera's thread applies both after it.
-
-    Yields
-    ------
-    msg : Msg
-        ``set`` on ``light``, per stim channel ``set`` on ``channel`` and a frame, then a
-        ``set`` blanking ``light``.
-
+    a pause came since. ``then``: where the next visit starts (``stage`` to its position,
+    its first preset), sent with the blank during the last stim frame's exposure when the
+    camera's thread applies them after it.
     """
     out = []
     # an array travels by reference (`CameraMask`): bluesky would list it for a trace span
@@ -197,7 +194,9 @@ def stimulate(
                     stream,
                     meanwhile=meanwhile,
                     blank=light if last else None,
-                    then=(channel, then) if last and then is not None else None,
+                    then=then if last else None,
+                    channel=channel,
+                    stage=stage,
                     clock=clock,
                     applied=applied,
                 )
@@ -215,7 +214,9 @@ def _stim_frame(
     *,
     meanwhile: Callable[[], MsgGenerator[Any]] | None,
     blank: PatternedLight | None,
-    then: tuple[ChannelPresets, Any] | None = None,
+    then: NextVisit | None = None,
+    channel: ChannelPresets | None = None,
+    stage: Any = None,
     clock: PauseClock | None = None,
     applied: dict[str, Any] | None = None,
 ) -> MsgGenerator[dict[str, Any]]:
@@ -226,8 +227,9 @@ def _stim_frame(
     exposure. ``blank``: the light to blank after the frame, sent during the exposure
     when the camera's thread applies it once the exposure ends (`Camera.after_exposure`,
     decision 0069), else once the frame is taken; the frame's event (whose pattern was
-    read during the exposure) is saved while it goes dark. ``then``: (channel, setting)
-    to apply after the frame, only in the first case (`send_preset`).
+    read during the exposure) is saved while it goes dark. ``then``: the next visit's
+    first preset (on ``channel``) and position (of ``stage``), sent only in the first case
+    (`send_preset`, `send_move`); the next visit sets what was not.
     """
     triggered = [d for d in devices if isinstance(d, Triggerable)]
     early = _settings_count(devices, camera, triggered)
@@ -244,9 +246,11 @@ def _stim_frame(
     blank_now = blank is not None and camera.after_exposure(blank)
     if blank_now:  # dark the moment the frame is read out (the camera's thread)
         yield from _send(Msg("set", blank, False, group=dark), True)
-    sent = None
-    if then is not None:
-        sent = yield from send_preset(camera, *then, clock=clock, applied=applied)
+    sent = moved = None
+    if then is not None and then.setting is not None and channel is not None:
+        sent = yield from send_preset(camera, channel, then.setting, clock=clock, applied=applied)
+    if then is not None and then.xy is not None and stage is not None:
+        moved = yield from send_move(camera, stage, then.xy, clock=clock, applied=applied)
     try:
         yield from finish_trigger(*started)
     except BaseException:
@@ -259,6 +263,7 @@ def _stim_frame(
     if blank is not None:
         yield Msg("wait", None, group=dark)
     yield from settle_preset(sent, clock=clock, applied=applied)  # (else: the next visit)
+    yield from settle_move(moved, clock=clock, applied=applied)
     if failed is not None:
         raise failed
     return readings

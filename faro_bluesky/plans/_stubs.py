@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import bluesky.plan_stubs as bps
@@ -399,6 +399,66 @@ def settle_preset(
     if _pauses(clock) != since or applied is None:
         return False
     applied["channel"] = target
+    return True
+
+
+@dataclass(frozen=True)
+class NextVisit:
+    """Where the next visit starts: its FOV's position and its first preset.
+
+    None: not known, or set by other means. For moves sent ahead (`send_preset`,
+    `send_move`).
+    """
+
+    xy: tuple[float, float] | None = None
+    setting: Any = None
+
+
+SentMove = tuple[str, tuple[float, float], int]
+"""`send_move`'s group, position and pause count."""
+
+
+def send_move(
+    camera: Camera,
+    stage: Any,
+    xy: tuple[float, float],
+    *,
+    clock: PauseClock | None = None,
+    applied: dict[str, Any] | None = None,
+) -> MsgGenerator[SentMove | None]:
+    """During an exposure, send the stage to ``xy`` if the camera's thread moves it after.
+
+    As `send_preset` (decision 0069): the stage starts for the next FOV the moment the
+    frame is read out. Finish with `settle_move`; None if nothing was sent.
+    """
+    if applied is None or applied.get("xy") == xy or not camera.after_exposure(stage):
+        return None
+    group = new_uid()
+    yield from _send(Msg("set", stage, xy, group=group), True)
+    return group, xy, _pauses(clock)
+
+
+def settle_move(
+    sent: SentMove | None,
+    *,
+    clock: PauseClock | None = None,
+    applied: dict[str, Any] | None = None,
+) -> MsgGenerator[bool]:
+    """Wait for a `send_move`; True (and ``applied`` says so) if the stage is there.
+
+    False if nothing was sent, it failed or a pause stopped it: the next visit moves
+    (`move`, with its retry and error).
+    """
+    if sent is None:
+        return False
+    group, xy, since = sent
+    try:
+        yield Msg("wait", None, group=group)
+    except FailedStatus:
+        return False
+    if _pauses(clock) != since or applied is None:
+        return False
+    applied["xy"] = xy
     return True
 
 

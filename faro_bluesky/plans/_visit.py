@@ -18,6 +18,7 @@ from ._errors import DeviceFault
 from ._schedule import Visit
 from ._stimulate import Staged, stage_stimulation, stimulate
 from ._stubs import (
+    NextVisit,
     OpenEvent,
     Triggered,
     acquire,
@@ -49,7 +50,7 @@ def visit(
     light: PatternedLight | None = None,
     sequenced: bool = False,
     meanwhile: Callable[[bool], MsgGenerator[Any]] | None = None,
-    then: Any = None,
+    then: NextVisit | None = None,
 ) -> MsgGenerator[None]:
     """One visit of FOV ``v.p`` at timepoint ``v.t``: move, image, stimulate, reference.
 
@@ -60,8 +61,8 @@ def visit(
     projected by ``light`` (a `PatternedLight`; default the microscope's, ``scope.dmd``).
     ``meanwhile(awaited)``: records the caller composes during the stimulation's exposure
     (after the mask's event; the experiment plan's analysis summaries), run at most once:
-    not at all in a visit that does not stimulate. ``then``: the channel setting the next
-    visit starts with (its first preset), applied as the stimulation ends.
+    not at all in a visit that does not stimulate. ``then``: where the next visit starts
+    (its FOV, its first preset): the stage and preset go there as the stimulation ends.
 
     The stimulation's preset, and its pattern if the mask is out before the last imaging
     frame's exposure ends, are sent during that exposure to devices the camera's thread
@@ -161,6 +162,7 @@ def visit(
                 while_exposing=None if fixed else lambda: record(awaited=True),
                 staged=staged,
                 then=then,
+                stage=scope.stage,
                 **common,
             )
         except DeviceFault:

@@ -160,19 +160,20 @@ class SimWorld:
     def record_frames(self, on: bool = True) -> None:
         """Keep a copy of every frame the camera produces in `recorded` (for tests).
 
-        Also `unsteady`: the snaps (their index) during which the light path changed
-        (filter, LED levels, a pattern shown): a frame must never see its light change.
+        Also `unsteady`: the snaps (their index) during which the light path (filter, LED
+        levels, a pattern shown) or the stage changed: a frame must never see either move.
         """
         self.recorded = [] if on else None
         self.unsteady: list[int] = []
 
     def _light_state(self) -> tuple[Any, ...]:
-        """What shapes the light of an exposure (patterns compared by identity)."""
+        """What shapes an exposure: stage, light path (patterns compared by identity)."""
         o = self.optics
-        return (o.filter, dict(o.levels), o.dmd_image, *(p.image for p in self.light_paths))
+        where = (float(self.xy[0]), float(self.xy[1]), float(self.z))
+        return (where, o.filter, dict(o.levels), o.dmd_image, *(p.image for p in self.light_paths))
 
     def _same_light(self, a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
-        return a[:2] == b[:2] and all(x is y for x, y in zip(a[2:], b[2:], strict=True))
+        return a[:3] == b[:3] and all(x is y for x, y in zip(a[3:], b[3:], strict=True))
 
     def add_light_path(
         self,

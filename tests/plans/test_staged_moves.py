@@ -3,8 +3,8 @@
 The next imaging preset, the stimulation's preset and pattern, the blank after the
 stimulation and the next visit's first preset all go to the core's thread during the
 exposure before them, which applies them the moment that frame is read out. Checked on
-the simulated light path itself: no exposure ever sees its filter, LED levels or pattern
-change, and each frame's event still names its own settings.
+the simulated microscope itself: no exposure ever sees its filter, LED levels, pattern
+or stage change, and each frame's event still names its own settings.
 """
 
 from __future__ import annotations
@@ -128,6 +128,7 @@ def test_what_follows_a_frame_goes_up_behind_its_exposure_never_during_it(
             assert presets == ["Cyan"]
             if source != "analyzer":  # out in time: up with the preset, behind the frame
                 assert len(lights) == 1 and np.array_equal(lights[0].mask, cell)
-        else:  # the blank, and the next visit's first preset (none after the last visit)
+        else:  # the blank, and the next visit's first preset and FOV (none after the last)
             assert lights == [False]
             assert presets == (["miRFP"] if k < len(frames) - 1 else [])
+            assert sets(window, scope.stage) == ([FOVS[1]] if k == 8 else [])  # FOV 0 -> 1
