@@ -98,8 +98,9 @@ def stage_stimulation(
     yield from _send(Msg("set", channel, LightSetting.coerce(setting), group=staged.group), True)
     if pattern is None and masks is not None:
         staged.fetch = yield from start_fetch(masks, *frame, awaited=True)
-        cam = [s for obj, s in exposing[1] if obj is camera]
-        yield from wait_first([*(s for _, s in staged.fetch[1]), *cam])
+        cam = [s for obj, s in exposing[1] if obj is camera and s is not None]
+        if cam:  # (without the frame's status, waiting for the mask alone could deadlock)
+            yield from wait_first([*(s for _, s in staged.fetch[1]), *cam])
         facet = staged.fetch[1][0][1]
         if facet is not None and facet.done and facet.success and not masks.interrupted:
             pattern = masks.as_fired(masks.value)
