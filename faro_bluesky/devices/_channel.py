@@ -195,6 +195,8 @@ class ChannelPresets(CoreDevice, Movable[Any]):
         """
         self._changes += 1
         self._known_config = config
+        if not self._events.connected:
+            return  # closed (an event relayed before it was): nothing reads any more
         if self._reader is None or self._reader.done():
             self._reader = asyncio.get_running_loop().create_task(self._read_until_current())
 
