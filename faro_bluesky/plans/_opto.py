@@ -26,6 +26,7 @@ from ..schema import (
     SummarySource,
     mask_source,
 )
+from ._ahead import NextVisit
 from ._arguments import check_arguments
 from ._bursts import burst_at
 from ._errors import DeviceFault, ExperimentError
@@ -35,7 +36,6 @@ from ._model import Parallel, Phase, Wait
 from ._schedule import Schedule, Visit, schedule, schedule_problems
 from ._session import session_analyzer, session_microscope
 from ._stubs import (
-    NextVisit,
     expose_at,
     frame_devices,
     move,

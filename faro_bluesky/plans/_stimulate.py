@@ -28,25 +28,19 @@ from ..devices import (
     PatternedLight,
 )
 from ..schema import FrameKind, Stream
+from ._ahead import NextVisit, send_move, send_preset, settle_move, settle_preset, wait_first
 from ._errors import DeviceFault
+from ._send import _pauses, _send
 from ._stubs import (
-    NextVisit,
     OpenEvent,
     Triggered,
     _mv,
-    _pauses,
-    _send,
     _settings_count,
     _status_error,
     finish_trigger,
     frame_devices,
-    send_move,
-    send_preset,
-    settle_move,
-    settle_preset,
     start_fetch,
     start_trigger,
-    wait_first,
 )
 from ._tags import PauseClock, VisitTag
 

@@ -14,11 +14,11 @@ from bluesky.utils import MsgGenerator
 
 from ..devices import FixedMask, MaskFacet, Microscope, PatternedLight
 from ..schema import FrameKind
+from ._ahead import NextVisit
 from ._errors import DeviceFault
 from ._schedule import Visit
 from ._stimulate import Staged, stage_stimulation, stimulate
 from ._stubs import (
-    NextVisit,
     OpenEvent,
     Triggered,
     acquire,
