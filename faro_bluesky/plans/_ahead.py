@@ -2,9 +2,9 @@
 
 Decision 0069: the core's thread runs our devices' MMCore calls in order, so a preset, a
 stage move or a pattern sent during a plain snap's exposure (`Camera.after_exposure`) is
-applied the moment the frame is read out, not a RunEngine round trip later. Each
-``send_*`` sends only (``awaited``, see `_send`); its ``settle_*`` waits and says whether
-the move is in place, else the caller makes it itself, with its retry and error.
+applied the moment the frame is read out, not a RunEngine round trip later. `send_ahead`
+sends only (``awaited``, see `_send`); `settle` waits and says whether the move is in
+place, else the caller makes it itself, with its retry and error.
 """
 
 from __future__ import annotations
@@ -17,129 +17,80 @@ from typing import Any
 from bluesky import Msg
 from bluesky.utils import FailedStatus, MsgGenerator, new_uid
 
-from ..devices import Camera, ChannelPresets, LightSetting
+from ..devices import Camera
 from ._send import _pauses, _send
 from ._tags import PauseClock
 
-__all__ = [
-    "NextVisit",
-    "send_move",
-    "send_preset",
-    "settle_move",
-    "settle_preset",
-    "wait_first",
-]
-
-
-SentPreset = tuple[str, LightSetting, int]
-"""`send_preset`'s group, setting and pause count."""
-
-
-def send_preset(
-    camera: Camera,
-    channel: ChannelPresets,
-    setting: Any,
-    *,
-    clock: PauseClock | None = None,
-    applied: dict[str, Any] | None = None,
-) -> MsgGenerator[SentPreset | None]:
-    """During an exposure, send the next preset if the camera's thread applies it after.
-
-    The core's thread runs calls in order (`Camera.after_exposure`): the preset is then
-    applied the moment the frame is read out, not a RunEngine round trip later
-    (decision 0069). Finish with `settle_preset`. None (nothing sent) if it is applied
-    already, if nothing keeps track of what is applied, or if the camera's exposure does
-    not hold that thread. Sends only (``awaited``, see `_send`).
-    """
-    target = LightSetting.coerce(setting)
-    if applied is None or applied.get("channel") == target or not camera.after_exposure(channel):
-        return None
-    group = new_uid()
-    yield from _send(Msg("set", channel, target, group=group), True)
-    return group, target, _pauses(clock)
-
-
-def settle_preset(
-    sent: SentPreset | None,
-    *,
-    clock: PauseClock | None = None,
-    applied: dict[str, Any] | None = None,
-) -> MsgGenerator[bool]:
-    """Wait for a `send_preset`; True (and ``applied`` says so) if it is in place.
-
-    False if nothing was sent, it failed, or a pause came since (which leaves a preset
-    untrusted): the caller sets it itself then (`set_channel`, with its retry and error).
-    """
-    if sent is None:
-        return False
-    group, target, since = sent
-    try:
-        yield Msg("wait", None, group=group)
-    except FailedStatus:
-        return False
-    if _pauses(clock) != since or applied is None:
-        return False
-    applied["channel"] = target
-    return True
+__all__ = ["NextVisit", "Sent", "send_ahead", "settle", "wait_first"]
 
 
 @dataclass(frozen=True)
 class NextVisit:
     """Where the next visit starts: its FOV's position and its first preset.
 
-    None: not known, or set by other means. For moves sent ahead (`send_preset`,
-    `send_move`).
+    None: not known, or set by other means. For moves sent ahead (`send_ahead`).
     """
 
     xy: tuple[float, float] | None = None
     setting: Any = None
 
 
-SentMove = tuple[str, tuple[float, float], int]
-"""`send_move`'s group, position and pause count."""
+@dataclass(frozen=True)
+class Sent:
+    """A move `send_ahead` sent: its group, what ``applied`` records it as, the pauses."""
+
+    group: str
+    key: str
+    value: Any
+    pauses: int
 
 
-def send_move(
+def send_ahead(
     camera: Camera,
-    stage: Any,
-    xy: tuple[float, float],
+    device: Any,
+    key: str,
+    value: Any,
     *,
     clock: PauseClock | None = None,
     applied: dict[str, Any] | None = None,
-) -> MsgGenerator[SentMove | None]:
-    """During an exposure, send the stage to ``xy`` if the camera's thread moves it after.
+) -> MsgGenerator[Sent | None]:
+    """During an exposure, send ``device`` to ``value`` if the camera's thread applies it after.
 
-    As `send_preset` (decision 0069): the stage starts for the next FOV the moment the
-    frame is read out. Finish with `settle_move`; None if nothing was sent.
+    ``key``: what the caller's ``applied`` records for it (``"channel"``: a preset, a
+    `LightSetting`; ``"xy"``: the stage's position). The core's thread runs calls in order
+    (`Camera.after_exposure`): the move is then made the moment the frame is read out,
+    not a RunEngine round trip later (decision 0069). Finish with `settle`. None (nothing
+    sent) if it is in place already, if nothing keeps track of what is, or if the
+    camera's exposure does not hold that thread. Sends only (``awaited``, see `_send`).
     """
-    if applied is None or applied.get("xy") == xy or not camera.after_exposure(stage):
+    if applied is None or applied.get(key) == value or not camera.after_exposure(device):
         return None
     group = new_uid()
-    yield from _send(Msg("set", stage, xy, group=group), True)
-    return group, xy, _pauses(clock)
+    yield from _send(Msg("set", device, value, group=group), True)
+    return Sent(group, key, value, _pauses(clock))
 
 
-def settle_move(
-    sent: SentMove | None,
+def settle(
+    sent: Sent | None,
     *,
     clock: PauseClock | None = None,
     applied: dict[str, Any] | None = None,
 ) -> MsgGenerator[bool]:
-    """Wait for a `send_move`; True (and ``applied`` says so) if the stage is there.
+    """Wait for a `send_ahead`; True (and ``applied`` says so) if the move is in place.
 
-    False if nothing was sent, it failed or a pause stopped it: the next visit moves
-    (`move`, with its retry and error).
+    False if nothing was sent, it failed, or a pause came since (which stops a stage and
+    leaves a preset untrusted): the caller makes the move itself then (`set_channel`,
+    `move`, with their retry and error).
     """
     if sent is None:
         return False
-    group, xy, since = sent
     try:
-        yield Msg("wait", None, group=group)
+        yield Msg("wait", None, group=sent.group)
     except FailedStatus:
         return False
-    if _pauses(clock) != since or applied is None:
+    if _pauses(clock) != sent.pauses or applied is None:
         return False
-    applied["xy"] = xy
+    applied[sent.key] = sent.value
     return True
 
 

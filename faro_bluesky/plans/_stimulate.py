@@ -28,7 +28,7 @@ from ..devices import (
     PatternedLight,
 )
 from ..schema import FrameKind, Stream
-from ._ahead import NextVisit, send_move, send_preset, settle_move, settle_preset, wait_first
+from ._ahead import NextVisit, send_ahead, settle, wait_first
 from ._errors import DeviceFault
 from ._send import _pauses, _send
 from ._stubs import (
@@ -224,7 +224,7 @@ def _stim_frame(
     decision 0069), else once the frame is taken; the frame's event (whose pattern was
     read during the exposure) is saved while it goes dark. ``then``: the next visit's
     first preset (on ``channel``) and position (of ``stage``), sent only in the first case
-    (`send_preset`, `send_move`); the next visit sets what was not.
+    (`send_ahead`); the next visit sets what was not.
     """
     triggered = [d for d in devices if isinstance(d, Triggerable)]
     early = _settings_count(devices, camera, triggered)
@@ -241,11 +241,16 @@ def _stim_frame(
     blank_now = blank is not None and camera.after_exposure(blank)
     if blank_now:  # dark the moment the frame is read out (the camera's thread)
         yield from _send(Msg("set", blank, False, group=dark), True)
-    sent = moved = None
+    ahead = []  # the next visit's preset and position
     if then is not None and then.setting is not None and channel is not None:
-        sent = yield from send_preset(camera, channel, then.setting, clock=clock, applied=applied)
+        ahead.append((channel, "channel", LightSetting.coerce(then.setting)))
     if then is not None and then.xy is not None and stage is not None:
-        moved = yield from send_move(camera, stage, then.xy, clock=clock, applied=applied)
+        ahead.append((stage, "xy", then.xy))
+    sent = []
+    for device, key, value in ahead:
+        sent.append(
+            (yield from send_ahead(camera, device, key, value, clock=clock, applied=applied))
+        )
     try:
         yield from finish_trigger(*started)
     except BaseException:
@@ -257,8 +262,8 @@ def _stim_frame(
     yield from event.save()
     if blank is not None:
         yield Msg("wait", None, group=dark)
-    yield from settle_preset(sent, clock=clock, applied=applied)  # (else: the next visit)
-    yield from settle_move(moved, clock=clock, applied=applied)
+    for move in sent:  # (what is not in place, the next visit does itself)
+        yield from settle(move, clock=clock, applied=applied)
     if failed is not None:
         raise failed
     return readings

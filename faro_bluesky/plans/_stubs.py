@@ -31,7 +31,7 @@ from ..devices import (
     SummaryFacet,
 )
 from ..schema import FrameKind, Stream
-from ._ahead import SentPreset, send_preset, settle_preset
+from ._ahead import Sent, send_ahead, settle
 from ._errors import DeviceFault
 from ._send import _LOST, _pauses, _send
 from ._tags import PauseClock, VisitTag
@@ -399,9 +399,9 @@ def acquire(
     early = 0 if sequenced else _settings_count(devices, camera, triggered)
     previous = OpenEvent()  # the previous frame's event: readings taken, save due
     try:
-        sent: SentPreset | None = None  # this frame's preset, sent while the last exposed
+        sent: Sent | None = None  # this frame's preset, sent while the last exposed
         for c, setting in enumerate(settings):
-            if not sequenced and not (yield from settle_preset(sent, clock=clock, applied=applied)):
+            if not sequenced and not (yield from settle(sent, clock=clock, applied=applied)):
                 # (after the previous frame's readings: they keep its preset)
                 yield from set_channel(channel, setting, clock=clock, applied=applied)
             if tag is not None:
@@ -418,8 +418,9 @@ def acquire(
                 nonlocal sent
                 sent = None
                 if following is not None and not sequenced:
-                    sent = yield from send_preset(
-                        camera, channel, following, clock=clock, applied=applied
+                    target = LightSetting.coerce(following)
+                    sent = yield from send_ahead(
+                        camera, channel, "channel", target, clock=clock, applied=applied
                     )
                 if following is None and while_last is not None:
                     yield from while_last(started)
